@@ -1,0 +1,12 @@
+"Every notebook in nbs/ as one pytest test, run by `nbdev_test` with the flags of settings.ini (NBDEV_FLAGS adds flags, e.g. slow)"
+import os, subprocess, sys
+import pytest
+from conftest import ROOT, BIN
+
+NOTEBOOKS = sorted(p.name for p in (ROOT/'nbs').glob('*.ipynb'))
+
+@pytest.mark.parametrize('nb', NOTEBOOKS)
+def test_notebook(nb):
+    cmd = [str(BIN/'nbdev_test'), '--path', f'nbs/{nb}', '--n_workers', '0', '--flags', os.environ.get('NBDEV_FLAGS', '')]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, f"nbdev_test failed on {nb}:\n{r.stdout[-4000:]}\n{r.stderr[-8000:]}"

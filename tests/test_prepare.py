@@ -1,0 +1,146 @@
+"The prepare stage end to end: real Massachusetts scenes as TIFF, every TIFF layout, bad input through the CLI, kill and rerun"
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np, pytest, tifffile
+from PIL import Image
+from conftest import shared, command
+from unet_fastai.core import read_image, read_mask, to_uint8
+from unet_fastai.prepare import prepare, assemble_tiles, read_tiles, parse_tile_name
+from unet_fastai.synthetic import write_scenes
+
+def load(p): return np.asarray(Image.open(p))
+
+def pngs_ok(folder):
+    "Every PNG under `folder` decodes completely; no temporaries are left"
+    for p in Path(folder).rglob('*.png'): Image.open(p).load()
+    return not list(Path(folder).rglob('*.tmp'))
+
+@pytest.fixture(scope='module')
+def roads_tiff(tmp_path_factory):
+    "The real Massachusetts scenes of ../shared, written as TIFF in the Massachusetts layout (sat/*.tiff, map/*.tif)"
+    src, dst = shared('mass_roads')/'train', tmp_path_factory.mktemp('roads')
+    for sub, ext in (('sat', '.tiff'), ('map', '.tif')):
+        (dst/sub).mkdir()
+        for p in sorted((src/sub).glob('*.png')): tifffile.imwrite(dst/sub/(p.stem + ext), load(p))
+    return dst
+
+def test_real_scenes_from_tiff(roads_tiff, tmp_path):
+    out = tmp_path/'out'
+    r = subprocess.run([command('unet_fastai_prepare'), str(roads_tiff), str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert '2 scenes prepared' in r.stdout
+    for stem in ('21628930_15', '25229185_15'):
+        png = load(out/'png/images'/f'{stem}.png')
+        assert png.shape == (1500, 1500, 3)
+        assert (png == tifffile.imread(roads_tiff/'sat'/f'{stem}.tiff')).all()
+        m = load(out/'png/masks'/f'{stem}.png')
+        raw = tifffile.imread(roads_tiff/'map'/f'{stem}.tif')
+        assert ((raw == 255) == (m == 1)).all() and set(np.unique(m)) == {0, 1}
+        for kind in ('images', 'masks'):
+            resized = load(out/'resized'/kind/f'{stem}.png')
+            assert resized.shape[:2] == (512, 512)
+            tiles = read_tiles(out/'tiles'/kind, stem)
+            assert len(tiles) == 16 and all(t.shape[:2] == (128, 128) for t in tiles.values())
+            assert (assemble_tiles(tiles) == resized).all()  # the round trip, pixel for pixel
+        # masks resized with NEAREST: values stay in {0,1}, road share about the same
+        rm = load(out/'resized/masks'/f'{stem}.png')
+        assert set(np.unique(rm)) == {0, 1} and abs(rm.mean() - m.mean()) < 0.01
+    assert pngs_ok(out)
+
+@pytest.mark.parametrize('dtype', [np.uint8, np.uint16])
+@pytest.mark.parametrize('layout', ['gray', 'rgb', 'rgba', 'planar'])
+def test_tiff_layouts(tmp_path, dtype, layout):
+    rng = np.random.default_rng(1)
+    shape = {'gray': (300, 260), 'rgb': (300, 260, 3), 'rgba': (300, 260, 4), 'planar': (3, 300, 260)}[layout]
+    img = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+    mask = np.zeros((300, 260), np.uint8); mask[100:200, 50:90] = 255
+    (tmp_path/'src/images').mkdir(parents=True); (tmp_path/'src/masks').mkdir()
+    kw = dict(extrasamples=['unassalpha']) if layout == 'rgba' else dict(planarconfig='separate') if layout == 'planar' else {}
+    tifffile.imwrite(tmp_path/'src/images/s.tif', img, photometric='minisblack' if layout == 'gray' else 'rgb', **kw)
+    tifffile.imwrite(tmp_path/'src/masks/s.tif', mask)
+    prepare(tmp_path/'src', tmp_path/'out', size=256, tile=128, overlap=0, workers=0, progress=False)
+    png = load(tmp_path/'out/png/images/s.png')
+    planes = np.moveaxis(img, 0, -1) if layout == 'planar' else img
+    expect = to_uint8(planes if layout in ('gray', 'rgb', 'planar') else planes[..., :3])
+    assert png.dtype == np.uint8 and (png == expect).all()
+    assert len(list((tmp_path/'out/tiles/images').iterdir())) == 4
+    assert set(np.unique(load(tmp_path/'out/resized/masks/s.png'))) == {0, 1}
+
+def test_overlap_and_odd_sizes_round_trip(tmp_path):
+    write_scenes(tmp_path/'src', n=1, size=700)
+    prepare(tmp_path/'src', tmp_path/'out', size=0, tile=128, overlap=40, workers=0, progress=False)
+    names = [parse_tile_name(p.name) for p in (tmp_path/'out/tiles/images').iterdir()]
+    assert sorted({y for _, y, _ in names}) == [0, 88, 176, 264, 352, 440, 528, 572]  # last aligned to 700-128
+    for kind in ('images', 'masks'):
+        assert (assemble_tiles(read_tiles(tmp_path/'out/tiles'/kind, 'scene_000')) == load(tmp_path/'out/png'/kind/'scene_000.png')).all()
+
+@pytest.fixture
+def good_src(tmp_path):
+    write_scenes(tmp_path/'src', n=2, size=400)
+    return tmp_path/'src'
+
+def run_prepare(*args):
+    return subprocess.run([command('unet_fastai_prepare'), *map(str, args), '--size', '256'], capture_output=True, text=True)
+
+def _zero(p): p.write_bytes(b'')
+def _truncate(p): p.write_bytes(p.read_bytes()[:len(p.read_bytes()) // 3])
+def _corrupt(p): b = bytearray(p.read_bytes()); b[8:4000] = os.urandom(3992); p.write_bytes(bytes(b))
+def _other_size(p): tifffile.imwrite(p, np.zeros((300, 400), np.uint8))
+def _odd_values(p): tifffile.imwrite(p, (np.arange(400 * 400) % 3 * 100).reshape(400, 400).astype(np.uint8))
+
+@pytest.mark.parametrize('damage,which,expect', [
+    (_zero, 'map', 'empty file (0 bytes)'), (_zero, 'sat', 'empty file (0 bytes)'),
+    (_truncate, 'sat', 'corrupt or truncated'), (_corrupt, 'sat', 'corrupt or truncated'),
+    (_other_size, 'map', 'mask is 400×300 but its image'), (_odd_values, 'map', 'mask values 100, 200 are not in the mask map')])
+def test_bad_input(good_src, tmp_path, damage, which, expect):
+    bad = good_src/which/'scene_001.tif'
+    damage(bad)
+    out = tmp_path/'out'
+    r = run_prepare(good_src, out)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f'error: {bad}: ') and expect in lines[0], r.stderr
+    assert 'Traceback' not in r.stderr
+    assert not out.exists() or not [p for p in out.rglob('scene_001*') if p.is_file()]  # nothing of the bad scene
+    r = run_prepare(good_src, out, '--skip-bad')
+    assert r.returncode == 0 and f'skipped: {bad}: ' in r.stdout
+    assert (out/'tiles/images/scene_000_y00128_x00128.png').exists() and pngs_ok(out)
+    assert not [p for p in out.rglob('scene_001*') if p.is_file()]
+
+def test_empty_and_missing_source(tmp_path):
+    (tmp_path/'empty').mkdir()
+    for src, msg in ((tmp_path/'empty', 'no images'), (tmp_path/'missing', 'source folder not found')):
+        r = run_prepare(src, tmp_path/'out')
+        assert r.returncode == 1 and msg in r.stderr and str(src) in r.stderr
+    assert not (tmp_path/'out').exists()
+
+def test_unpaired_are_reported(good_src, tmp_path):
+    (good_src/'map'/'scene_001.tif').rename(good_src/'map'/'other.tif')
+    r = run_prepare(good_src, tmp_path/'out')
+    assert r.returncode == 0 and '1 scenes prepared' in r.stdout
+    assert f'unpaired (no partner of the same stem): {good_src}/sat/scene_001.tif' in r.stdout
+    assert f'unpaired (no partner of the same stem): {good_src}/map/other.tif' in r.stdout
+
+def test_kill_then_rerun(tmp_path):
+    src = tmp_path/'src'
+    write_scenes(src, n=8, size=1500)
+    ref = tmp_path/'ref'
+    prepare(src, ref, workers=2, progress=False)
+    out = tmp_path/'out'
+    p = subprocess.Popen([command('unet_fastai_prepare'), str(src), str(out), '--workers', '2'],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((out/'tiles/images').glob('*.png')) if (out/'tiles/images').exists() else []) < 20:
+        time.sleep(0.02)
+    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    done = [json.loads(m.read_text()).get('finished') for m in (out/'.done').glob('*.json')]
+    assert len(list((ref/'tiles/images').iterdir())) == 128
+    assert 0 < len(list((out/'tiles/images').glob('*.png'))) < 128, 'kill landed before or after the work: slow it or speed it'
+    for f in out.rglob('*.png'): Image.open(f).load()  # no truncated PNG anywhere
+    r = subprocess.run([command('unet_fastai_prepare'), str(src), str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"{sum(bool(d) for d in done)} already done" in r.stdout
+    assert pngs_ok(out)
+    files = sorted(p.relative_to(ref) for p in ref.rglob('*.png'))
+    assert files == sorted(p.relative_to(out) for p in out.rglob('*.png'))
+    assert all((load(ref/f) == load(out/f)).all() for f in files)
