@@ -1,0 +1,42 @@
+"Training on the real CamVid of ../shared: a few batches from scratch, metrics checked by hand, export and reload"
+import subprocess, sys
+import numpy as np, pytest, torch
+from conftest import shared
+from unet_fastai.train import train_camvid, read_history, evaluate
+
+@pytest.fixture(scope='module')
+def camvid_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('camvid')
+    learn = train_camvid(shared('camvid'), size=(64, 96), bs=8, n_train=32, n_valid=8, epochs=2, freeze_epochs=1,
+                         lr=3e-3, pretrained=False, out=out)
+    return learn, out
+
+def test_loss_falls_and_metrics_finite(camvid_run):
+    learn, out = camvid_run
+    h = read_history(out/'history.csv')
+    assert list(h.columns) == ['epoch', 'train_loss', 'valid_loss', 'acc_novoid', 'mIoU']
+    assert len(h) == 3 and np.isfinite(h.values).all()
+    assert h.train_loss.iloc[-1] < h.train_loss.iloc[0]
+    assert (learn.codes, learn.void) == ([l.strip() for l in (shared('camvid')/'codes.txt').read_text().splitlines()], 11)
+    for f in ('best.pth', 'model.pkl', 'curves.png', 'predictions.png'): assert (out/f).is_file()
+
+def test_accuracy_leaves_void_out(camvid_run):
+    learn, _ = camvid_run
+    preds, targs = learn.get_preds()
+    pred, targ = preds.argmax(1), targs
+    keep = targ != 11
+    assert (~keep).any(), 'the validation masks have void pixels'
+    by_hand = (pred[keep] == targ[keep]).float().mean().item()
+    ev = evaluate(learn)
+    assert abs(ev['accuracy'] - by_hand) < 1e-6 and abs(learn.validate()[1] - by_hand) < 1e-6
+    assert 'Void' not in ev['iou'] and abs(np.mean(list(ev['iou'].values())) - ev['mIoU']) < 1e-9
+
+def test_export_reloads_in_fresh_process(camvid_run):
+    learn, out = camvid_run
+    files = [str(p) for p in learn.dls.valid_ds.items[:3]]
+    ours = learn.get_preds(dl=learn.dls.test_dl(files))[0].argmax(1).numpy()
+    code = ("import sys, numpy as np; from fastai.learner import load_learner; l = load_learner(sys.argv[1]); "
+            "np.save(sys.argv[2], l.get_preds(dl=l.dls.test_dl(sys.argv[3:]))[0].argmax(1).numpy())")
+    r = subprocess.run([sys.executable, '-c', code, str(out/'model.pkl'), str(out/'p.npy'), *files], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert ours.shape == (3, 64, 96) and (np.load(out/'p.npy') == ours).all()
