@@ -6,8 +6,10 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/index.ipynb #fbfeef33
-import importlib
+# %% ../nbs/index.ipynb #556230be
+import importlib, warnings
+# fastai applies `torch.jit.script` at import, which torch 2.14 reports as deprecated on every command: not the user's concern
+warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
 _API = {'find_pairs': 'prepare', 'write_scenes': 'synthetic', 'make_scene': 'synthetic',
         'camvid_dls': 'data', 'roads_dls': 'data', 'pairs_dls': 'data', 'segmentation_dls': 'data',
         'train_segmentation': 'train', 'train_camvid': 'train', 'train_roads': 'train', 'seg_learner': 'train'}
