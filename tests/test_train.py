@@ -20,6 +20,15 @@ def test_loss_falls_and_metrics_finite(camvid_run):
     assert (learn.codes, learn.void) == ([l.strip() for l in (shared('camvid')/'codes.txt').read_text().splitlines()], 11)
     for f in ('best.pth', 'model.pkl', 'curves.png', 'predictions.png'): assert (out/f).is_file()
 
+def test_predict_scene_resizes_like_training(camvid_run):
+    from unet_fastai.predict import predict_scene
+    learn, _ = camvid_run
+    assert learn.predict_defaults == {'size': (64, 96), 'tile': 0}
+    img = learn.dls.valid_ds.items[0]
+    mask, probs = predict_scene(learn, img)  # a whole 360x480 frame, predicted at 64x96 and resized back
+    assert mask.shape == (360, 480) and probs.shape == (12, 360, 480)
+    assert (mask == predict_scene(learn, img, size=(64, 96), tile=0)[0]).all()
+
 def test_accuracy_leaves_void_out(camvid_run):
     learn, _ = camvid_run
     preds, targs = learn.get_preds()
