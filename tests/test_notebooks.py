@@ -1,5 +1,5 @@
 "Every notebook in nbs/ as one pytest test, run by `nbdev_test` with the flags of settings.ini (NBDEV_FLAGS adds flags, e.g. slow)"
-import os, subprocess, sys
+import os, subprocess
 import pytest
 from conftest import ROOT, BIN
 

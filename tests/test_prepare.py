@@ -1,10 +1,10 @@
 "The prepare stage end to end: real Massachusetts scenes as TIFF, every TIFF layout, bad input through the CLI, kill and rerun"
-import json, os, signal, subprocess, sys, time
+import json, os, signal, subprocess, time
 from pathlib import Path
 import numpy as np, pytest, tifffile
 from PIL import Image
 from conftest import shared, command
-from unet_fastai.core import read_image, read_mask, to_uint8
+from unet_fastai.core import to_uint8
 from unet_fastai.prepare import prepare, assemble_tiles, read_tiles, parse_tile_name
 from unet_fastai.synthetic import write_scenes
 

@@ -1,6 +1,6 @@
 "Training on the real CamVid of ../shared: a few batches from scratch, metrics checked by hand, export and reload"
 import subprocess, sys
-import numpy as np, pytest, torch
+import numpy as np, pytest
 from conftest import shared
 from unet_fastai.train import train_camvid, read_history, evaluate
 
