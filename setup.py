@@ -20,7 +20,7 @@ setuptools.setup(
                  'Programming Language :: Python :: 3'],
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data=True, install_requires=reqs('requirements'),
-    extras_require={'dev': reqs('dev_requirements'), 'onnx': ['onnx', 'onnxruntime'],
+    extras_require={'dev': reqs('dev_requirements'), 'onnx': ['onnx', 'onnxruntime'], 'app': ['gradio'],
                     'bench': ['segmentation-models-pytorch']},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(), long_description_content_type='text/markdown',

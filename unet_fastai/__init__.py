@@ -6,13 +6,16 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/index.ipynb #f65b39b0
+# %% ../nbs/index.ipynb #09fbe2c0
 import importlib, warnings
 # fastai applies `torch.jit.script` at import, which torch 2.14 reports as deprecated on every command: not the user's concern
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
 _API = {'find_pairs': 'prepare', 'write_scenes': 'synthetic', 'make_scene': 'synthetic',
         'camvid_dls': 'data', 'roads_dls': 'data', 'pairs_dls': 'data', 'segmentation_dls': 'data',
-        'train_segmentation': 'train', 'train_camvid': 'train', 'train_roads': 'train', 'seg_learner': 'train'}
+        'train_segmentation': 'train', 'train_camvid': 'train', 'train_roads': 'train', 'seg_learner': 'train',
+        'train_from_config': 'train', 'lean_unet': 'models', 'classic_unet': 'models', 'train_pennfudan': 'pennfudan',
+        'train_pets': 'pets', 'train_dogs': 'pets', 'train_cityscapes': 'cityscapes', 'prepare_cityscapes': 'cityscapes',
+        'train_bsds500': 'bsds500', 'prepare_bsds500': 'bsds500'}
 
 def __getattr__(name):
     "Import the main entry points on first use (PEP 562)"

@@ -1,0 +1,53 @@
+"""The reference systems' data sets (issue 5), each trained from scratch for a stated CPU budget, with its metric.
+
+    python bench/datasets.py [--only pennfudan,pets,dogs,cityscapes,bsds500] [--out /tmp/bench_datasets]
+
+Budgets (2 CPU cores, no ImageNet weights offline, so `pretrained=False`; the published figures use ImageNet encoders and
+the full data sets, so they are not comparable): each run is sized to about 2-4 minutes; the elapsed time is printed.
+Data: ../shared/data (Penn-Fudan 43 photos, Oxford-IIIT Pet 42 of which 14 dogs, BSDS500 10 photos) and generated
+Cityscapes pairs (200 train / 50 val, JPEG quality 75). Validation: 20 % of the photos (by name, seed 0); Cityscapes: val/.
+"""
+import argparse, time, warnings
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parents[1].parent/'shared'/'data'
+
+def run(name, out):
+    from fastai.torch_core import set_seed
+    from unet_fastai.train import read_history
+    set_seed(0)
+    kw = dict(pretrained=False, freeze_epochs=0, out=out/name)
+    t = time.perf_counter()
+    if name == 'pennfudan':
+        from unet_fastai.pennfudan import train_pennfudan
+        train_pennfudan(DATA/'pennfudan', size=(160, 128), bs=4, epochs=20, lr=2e-3, **kw); key, ref = 'mIoU', 'reference: mIoU/accuracy curves only'
+    elif name == 'pets':
+        from unet_fastai.pets import train_pets
+        train_pets(DATA/'oxford_pets', border='ignore', size=128, bs=4, epochs=20, lr=2e-3, **kw); key, ref = 'mIoU', ''
+    elif name == 'dogs':
+        from unet_fastai.pets import train_dogs
+        train_dogs(DATA/'oxford_pets', size=150, bs=4, epochs=25, lr=2e-3, **kw); key, ref = 'dice', 'reference Dice 0.858 (2 epochs, all dogs, pretrained)'
+    elif name == 'cityscapes':
+        from unet_fastai.cityscapes import write_cityscapes_pairs, prepare_cityscapes, train_cityscapes
+        write_cityscapes_pairs(out/'cs_pairs', n_train=200, n_val=50)
+        prepare_cityscapes(out/'cs_pairs', out/'cs_prep', progress=False)
+        train_cityscapes(out/'cs_prep', size=(128, 128), bs=8, epochs=5, lr=2e-3, **kw); key, ref = 'mIoU', 'generated data'
+    elif name == 'bsds500':
+        from unet_fastai.bsds500 import prepare_bsds500, train_bsds500
+        prepare_bsds500(DATA/'bsds500', out/'bsds_prep', progress=False)
+        train_bsds500(out/'bsds_prep', size=160, bs=4, epochs=30, lr=2e-3, **kw); key, ref = 'relaxed_ods2', 'ODS, relaxed rho=2 at half size'
+    dt = time.perf_counter() - t
+    h = read_history(out/name/'history.csv')
+    best = h[key].max()
+    print(f"{name:11s} {key} best {best:.3f} (last {h[key].iloc[-1]:.3f}) after {len(h)} epochs, {dt:5.0f} s"
+          + (f"  [{ref}]" if ref else ''), flush=True)
+    return best
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--only', default='pennfudan,pets,dogs,cityscapes,bsds500')
+    ap.add_argument('--out', default='/tmp/bench_datasets')
+    a = ap.parse_args()
+    warnings.filterwarnings('ignore')
+    import matplotlib; matplotlib.use('Agg')
+    for n in a.only.split(','): run(n, Path(a.out))
