@@ -3,7 +3,7 @@
     python bench/datasets.py [--only pennfudan,pets,dogs,cityscapes,bsds500] [--out /tmp/bench_datasets]
 
 Budgets (2 CPU cores, no ImageNet weights offline, so `pretrained=False`; the published figures use ImageNet encoders and
-the full data sets, so they are not comparable): each run is sized to about 2-4 minutes; the elapsed time is printed.
+the full data sets, so they are not comparable): each run takes 0.5-2 minutes here; the elapsed time is printed.
 Data: ../shared/data (Penn-Fudan 43 photos, Oxford-IIIT Pet 42 of which 14 dogs, BSDS500 10 photos) and generated
 Cityscapes pairs (200 train / 50 val, JPEG quality 75). Validation: 20 % of the photos (by name, seed 0); Cityscapes: val/.
 """
