@@ -43,9 +43,13 @@ def test_accuracy_leaves_void_out(camvid_run):
 def test_export_reloads_in_fresh_process(camvid_run):
     learn, out = camvid_run
     files = [str(p) for p in learn.dls.valid_ds.items[:3]]
-    ours = learn.get_preds(dl=learn.dls.test_dl(files))[0].argmax(1).numpy()
+    ours = learn.get_preds(dl=learn.dls.test_dl(files))[0].numpy()
     code = ("import sys, numpy as np; from fastai.learner import load_learner; l = load_learner(sys.argv[1]); "
-            "np.save(sys.argv[2], l.get_preds(dl=l.dls.test_dl(sys.argv[3:]))[0].argmax(1).numpy())")
+            "np.save(sys.argv[2], l.get_preds(dl=l.dls.test_dl(sys.argv[3:]))[0].numpy())")
     r = subprocess.run([sys.executable, '-c', code, str(out/'model.pkl'), str(out/'p.npy'), *files], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert ours.shape == (3, 64, 96) and (np.load(out/'p.npy') == ours).all()
+    theirs = np.load(out/'p.npy')
+    # the same probabilities up to float rounding (conv kernels may sum in another order in another process),
+    # so the same classes except where two classes tie within that rounding
+    assert ours.shape == (3, 12, 64, 96) and np.abs(theirs - ours).max() < 1e-4, np.abs(theirs - ours).max()
+    assert (theirs.argmax(1) == ours.argmax(1)).mean() > 0.999
