@@ -7,26 +7,28 @@ mIoU and IoU per class (void excluded). These are from-scratch CPU runs (no Imag
     python bench/camvid.py [--size 96 128] [--bs 8] [--epochs 5] [--freeze-epochs 1] [--lr 2e-3] [--pretrained] [--decoder lean]
 """
 import argparse, json, tempfile, time, warnings
+from contextlib import nullcontext
 from pathlib import Path
 from unet_fastai.train import train_camvid, evaluate, read_history
 
 def main(size=(96, 128), bs=8, epochs=5, freeze_epochs=1, lr=2e-3, pretrained=False, data='../shared/data/camvid', out=None,
          decoder='lean'):
     warnings.filterwarnings('ignore')
-    out = Path(out or tempfile.mkdtemp(prefix='bench_camvid_'))
-    t = time.perf_counter()
-    learn = train_camvid(data, size=tuple(size), bs=bs, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr or None,
-                         pretrained=pretrained, out=out, decoder=decoder)
-    wall = time.perf_counter() - t
-    ev = evaluate(learn)
-    n_train = len(learn.dls.train_ds)
-    print(f"CamVid {n_train} train / {len(learn.dls.valid_ds)} val, size {size[0]}x{size[1]}, bs {bs}, "
-          f"{freeze_epochs} frozen + {epochs} unfrozen epochs, lr {learn.lr_used:.2g}, pretrained={pretrained}, decoder={decoder}")
-    print(f"wall time {wall:.0f} s, {n_train * (epochs + freeze_epochs) / wall:.2f} train img/s (validation included)")
-    print(f"val accuracy without void {ev['accuracy']:.4f}   mIoU {ev['mIoU']:.4f}   (best epoch kept by mIoU)")
-    print('IoU per class: ' + ', '.join(f"{k} {v:.3f}" for k, v in ev['iou'].items()))
-    print(read_history(out/'history.csv').round(4).to_string(index=False))
-    (out/'bench.json').write_text(json.dumps(dict(wall_s=wall, **ev), indent=1))
+    with (nullcontext(out) if out else tempfile.TemporaryDirectory(prefix='bench_camvid_')) as out:  # --out keeps the files
+        out = Path(out)
+        t = time.perf_counter()
+        learn = train_camvid(data, size=tuple(size), bs=bs, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr or None,
+                             pretrained=pretrained, out=out, decoder=decoder)
+        wall = time.perf_counter() - t
+        ev = evaluate(learn)
+        n_train = len(learn.dls.train_ds)
+        print(f"CamVid {n_train} train / {len(learn.dls.valid_ds)} val, size {size[0]}x{size[1]}, bs {bs}, "
+              f"{freeze_epochs} frozen + {epochs} unfrozen epochs, lr {learn.lr_used:.2g}, pretrained={pretrained}, decoder={decoder}")
+        print(f"wall time {wall:.0f} s, {n_train * (epochs + freeze_epochs) / wall:.2f} train img/s (validation included)")
+        print(f"val accuracy without void {ev['accuracy']:.4f}   mIoU {ev['mIoU']:.4f}   (best epoch kept by mIoU)")
+        print('IoU per class: ' + ', '.join(f"{k} {v:.3f}" for k, v in ev['iou'].items()))
+        print(read_history(out/'history.csv').round(4).to_string(index=False))
+        (out/'bench.json').write_text(json.dumps(dict(wall_s=wall, **ev), indent=1))
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

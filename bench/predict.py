@@ -8,7 +8,7 @@ time <= 1.1x the whole-image pass at overlap 0.
 
     python bench/predict.py [--sizes 1500 6000] [--rounds 2] [--bs 8] [--tile 128]
 """
-import argparse, json, statistics, subprocess, sys, tempfile, warnings
+import argparse, json, shutil, statistics, subprocess, sys, tempfile, warnings
 from pathlib import Path
 
 CHILD = r'''
@@ -51,25 +51,27 @@ def main(sizes=(1500, 6000), rounds=2, bs=8, tile=128, overlap=0):
     from unet_fastai.synthetic import make_scene
     from unet_fastai.core import save_png
     root = Path(tempfile.mkdtemp(prefix='bench_predict_'))
-    model, scale = make_model(root), 512 / 1500
-    print(f"model pixels = scene pixels x {scale:.4f} (1500 -> 512); tiles of {tile}, overlap {overlap}, batch {bs}")
-    for size in sizes:
-        scene = save_png(make_scene(size, size=size)[0], root/f'scene{size}.png')
-        res = {'tiled': [], 'whole': []}
-        for _ in range(rounds):
-            res['tiled'].append(run(model, scene, tile, overlap, bs, scale))
-            res['whole'].append(run(model, scene, 0, 0, bs, scale))
-        line = {}
-        for k, rs in res.items():
-            ok = [r for r in rs if 'error' not in r]
-            line[k] = (statistics.median(r['s'] for r in ok), max(r['peak_mb'] for r in ok), ok[0]['base_mb']) if ok else rs[0]
-        print(f"\n{size}x{size} scene ({round(size * scale)}x{round(size * scale)} model pixels):")
-        for k, v in line.items():
-            if isinstance(v, dict): print(f"  {k:6s}: failed ({v['error']})"); continue
-            print(f"  {k:6s}: {v[0]:7.2f} s   peak RSS {v[1]:6.0f} MB (model loaded: {v[2]:.0f} MB)")
-        if all(isinstance(v, tuple) for v in line.values()):
-            print(f"  tiled / whole time: {line['tiled'][0] / line['whole'][0]:.2f}x (target <= 1.1x);  "
-                  f"tiled peak RSS {line['tiled'][1] / 1024:.2f} GB (target <= 1.5 GB)")
+    try:
+        model, scale = make_model(root), 512 / 1500
+        print(f"model pixels = scene pixels x {scale:.4f} (1500 -> 512); tiles of {tile}, overlap {overlap}, batch {bs}")
+        for size in sizes:
+            scene = save_png(make_scene(size, size=size)[0], root/f'scene{size}.png')
+            res = {'tiled': [], 'whole': []}
+            for _ in range(rounds):
+                res['tiled'].append(run(model, scene, tile, overlap, bs, scale))
+                res['whole'].append(run(model, scene, 0, 0, bs, scale))
+            line = {}
+            for k, rs in res.items():
+                ok = [r for r in rs if 'error' not in r]
+                line[k] = (statistics.median(r['s'] for r in ok), max(r['peak_mb'] for r in ok), ok[0]['base_mb']) if ok else rs[0]
+            print(f"\n{size}x{size} scene ({round(size * scale)}x{round(size * scale)} model pixels):")
+            for k, v in line.items():
+                if isinstance(v, dict): print(f"  {k:6s}: failed ({v['error']})"); continue
+                print(f"  {k:6s}: {v[0]:7.2f} s   peak RSS {v[1]:6.0f} MB (model loaded: {v[2]:.0f} MB)")
+            if all(isinstance(v, tuple) for v in line.values()):
+                print(f"  tiled / whole time: {line['tiled'][0] / line['whole'][0]:.2f}x (target <= 1.1x);  "
+                      f"tiled peak RSS {line['tiled'][1] / 1024:.2f} GB (target <= 1.5 GB)")
+    finally: shutil.rmtree(root, ignore_errors=True)
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

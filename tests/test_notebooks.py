@@ -6,7 +6,8 @@ from conftest import ROOT, BIN
 NOTEBOOKS = sorted(p.name for p in (ROOT/'nbs').glob('*.ipynb'))
 
 @pytest.mark.parametrize('nb', NOTEBOOKS)
-def test_notebook(nb):
+def test_notebook(nb, tmp_path):
     cmd = [str(BIN/'nbdev_test'), '--path', f'nbs/{nb}', '--n_workers', '0', '--flags', os.environ.get('NBDEV_FLAGS', '')]
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    env = {**os.environ, 'TMPDIR': str(tmp_path)}  # the notebook's scratch folders, removed by pytest when it passes
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     assert r.returncode == 0, f"nbdev_test failed on {nb}:\n{r.stdout[-4000:]}\n{r.stderr[-8000:]}"
