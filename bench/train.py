@@ -12,13 +12,16 @@ Data: CamVid (../shared/data/camvid) batches at size x size, made once and reuse
 Quality: (a), (c) and (d) trained from scratch with the same recipe (fastai `fit_one_cycle`, same lr, seed, epochs,
 augmentation) on CamVid at --qsize, then accuracy without void and mIoU on the 101 validation frames, and the
 end-to-end training img/s of that run (data loading and augmentation included). --epochs 0 skips it.
+Noise controls (--configs): (A) the default without channels_last, (C) smp in channels_last, (i) the default started
+from smp's initial weights (same architecture, copied tensor by tensor); --same-batches reseeds after building each
+model, so that every configuration of a seed sees the same batches and augmentation.
 
 Needs the bench extra: pip install -e ".[bench]" (segmentation-models-pytorch; not a runtime dependency).
 
     python bench/train.py [--size 128] [--bs 8] [--steps 8] [--rounds 5] [--epochs 4] [--qsize 96x128] [--lr 2e-3]
-                          [--seeds 0] [--configs acd] [--no-speed]
+                          [--seeds 0] [--configs acd] [--no-speed] [--same-batches]
 """
-import argparse, statistics, time, warnings
+import argparse, random, statistics, time, warnings
 import torch
 from torch import nn
 
@@ -97,42 +100,66 @@ def speed(size, bs, steps, rounds):
           f"default vs smp: {med['a'] / med['c']:.2f}x (target >= 1.0x)")
     return med
 
-def quality(qsize, bs, epochs, lr, seeds=(0,), configs='acd'):
+def copy_weights(src:nn.Module, dst:nn.Module):
+    "Load `src`'s tensors into `dst` in order (two models of the same architecture with different module names)"
+    a = [v for k, v in src.state_dict().items() if not k.endswith('num_batches_tracked')]
+    b = [k for k, v in dst.state_dict().items() if not k.endswith('num_batches_tracked')]
+    shapes = [dst.state_dict()[k].shape for k in b]
+    assert len(a) == len(b) and all(t.shape == sh for t, sh in zip(a, shapes)), "not the same architecture"
+    dst.load_state_dict(dict(zip(b, a)), strict=False)
+
+def quality(qsize, bs, epochs, lr, seeds=(0,), configs='acd', same_batches=False):
     import segmentation_models_pytorch as smp
     from fastai.learner import Learner
+    from fastai.callback.channelslast import ChannelsLast
     from fastai.torch_core import set_seed
     from unet_fastai.data import camvid_dls
     from unet_fastai.train import seg_learner, evaluate, default_metrics
     dls = camvid_dls(CAMVID, size=qsize, bs=bs)
-    def smp_learner():
-        return Learner(dls, smp.Unet('resnet34', encoder_weights=None, classes=len(dls.codes)),
-                       loss_func=seg_learner(dls, pretrained=False).loss_func, metrics=default_metrics(dls))
+    def smp_learner(channels_last=False):
+        learn = Learner(dls, smp.Unet('resnet34', encoder_weights=None, classes=len(dls.codes)),
+                        loss_func=seg_learner(dls, pretrained=False).loss_func, metrics=default_metrics(dls))
+        return learn.add_cb(ChannelsLast()) if channels_last else learn
+    def from_smp_init():
+        ref = smp.Unet('resnet34', encoder_weights=None, classes=len(dls.codes))
+        learn = seg_learner(dls, pretrained=False)
+        copy_weights(ref, learn.model)
+        return learn
     makers = {'a': lambda: seg_learner(dls, pretrained=False), 'c': smp_learner,
-              'd': lambda: seg_learner(dls, pretrained=False, decoder='dynamic', channels_last=False)}
-    names = {'a': 'unet_fastai default', 'c': 'smp Unet resnet34', 'd': 'fastai DynamicUnet'}
+              'd': lambda: seg_learner(dls, pretrained=False, decoder='dynamic', channels_last=False),
+              'A': lambda: seg_learner(dls, pretrained=False, channels_last=False),
+              'C': lambda: smp_learner(channels_last=True), 'i': from_smp_init}
+    names = {'a': 'unet_fastai default', 'c': 'smp Unet resnet34', 'd': 'fastai DynamicUnet', 'A': 'default, not channels_last',
+             'C': 'smp, channels_last', 'i': "default from smp's init"}
     print(f"\nQuality: CamVid {qsize[0]}x{qsize[1]}, {len(dls.train_ds)} train / {len(dls.valid_ds)} valid, from scratch, "
-          f"fit_one_cycle {epochs} epochs, lr {lr}, bs {bs}, seeds {list(seeds)}", flush=True)
+          f"fit_one_cycle {epochs} epochs, lr {lr}, bs {bs}, seeds {list(seeds)}"
+          f"{', the same batches for every configuration' if same_batches else ''}", flush=True)
     out = {}
     for seed in seeds:
         for k in configs:
             set_seed(seed)
             learn = makers[k]()
             learn.void = dls.void
+            if same_batches:  # the global RNGs (augmentation) and the loaders' own (shuffling), which runs advance
+                set_seed(seed + 100)
+                for dl in dls.loaders: dl.rng = random.Random(seed + 100)
             with learn.no_bar(), learn.no_logging():
                 t = time.perf_counter(); learn.fit_one_cycle(epochs, lr); dt = time.perf_counter() - t
             r = evaluate(learn)
             out.setdefault(k, []).append(r['mIoU'])
-            print(f"({k}) {names[k]:22s} seed {seed}  acc_novoid {r['accuracy']:.3f}  mIoU {r['mIoU']:.3f}  "
+            print(f"({k}) {names[k]:28s} seed {seed}  acc_novoid {r['accuracy']:.3f}  mIoU {r['mIoU']:.3f}  "
                   f"{dt:6.0f} s ({epochs * len(dls.train_ds) / dt:.2f} img/s end to end)", flush=True)
     if len(seeds) > 1:
-        for k, v in out.items(): print(f"({k}) {names[k]:22s} mean mIoU over {len(v)} seeds {statistics.mean(v):.3f}")
+        for k, v in out.items(): print(f"({k}) {names[k]:28s} mean mIoU over {len(v)} seeds {statistics.mean(v):.3f}")
     if 'a' in out and 'c' in out:
         print(f"default vs smp mIoU: {statistics.mean(out['a']) - statistics.mean(out['c']):+.3f} (target >= 0)")
 
-def main(size=128, bs=8, steps=8, rounds=5, epochs=4, qsize='96x128', lr=2e-3, seeds='0', configs='acd', no_speed=False):
+def main(size=128, bs=8, steps=8, rounds=5, epochs=4, qsize='96x128', lr=2e-3, seeds='0', configs='acd', no_speed=False,
+         same_batches=False):
     warnings.filterwarnings('ignore')
     if not no_speed: speed(size, bs, steps, rounds)
-    if epochs: quality(tuple(int(v) for v in qsize.split('x')), bs, epochs, lr, [int(s) for s in seeds.split(',')], configs)
+    if epochs: quality(tuple(int(v) for v in qsize.split('x')), bs, epochs, lr, [int(s) for s in seeds.split(',')], configs,
+                       same_batches)
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -141,6 +168,8 @@ if __name__ == '__main__':
     ap.add_argument('--epochs', type=int, default=4); ap.add_argument('--qsize', default='96x128')
     ap.add_argument('--lr', type=float, default=2e-3)
     ap.add_argument('--seeds', default='0', help='quality runs, e.g. 0,1,2 (mean reported)')
-    ap.add_argument('--configs', default='acd', help="quality configurations, e.g. ac to skip the slow DynamicUnet")
+    ap.add_argument('--configs', default='acd', help="quality configurations, e.g. ac to skip the slow DynamicUnet; "
+                    "noise controls A, C, i")
     ap.add_argument('--no-speed', action='store_true', help='quality only')
+    ap.add_argument('--same-batches', action='store_true', help='every configuration of a seed sees the same batches')
     main(**vars(ap.parse_args()))
