@@ -1,13 +1,14 @@
 """The reference systems' data sets (issue 5), each trained from scratch for a stated CPU budget, with its metric.
 
-    python bench/datasets.py [--only pennfudan,pets,dogs,cityscapes,bsds500] [--out /tmp/bench_datasets]
+    python bench/datasets.py [--only pennfudan,pets,dogs,cityscapes,bsds500] [--out DIR (kept; default: a temp folder)]
 
 Budgets (2 CPU cores, no ImageNet weights offline, so `pretrained=False`; the published figures use ImageNet encoders and
 the full data sets, so they are not comparable): each run takes 0.5-2 minutes here; the elapsed time is printed.
 Data: ../shared/data (Penn-Fudan 43 photos, Oxford-IIIT Pet 42 of which 14 dogs, BSDS500 10 photos) and generated
 Cityscapes pairs (200 train / 50 val, JPEG quality 75). Validation: 20 % of the photos (by name, seed 0); Cityscapes: val/.
 """
-import argparse, time, warnings
+import argparse, tempfile, time, warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1].parent/'shared'/'data'
@@ -46,8 +47,9 @@ def run(name, out):
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--only', default='pennfudan,pets,dogs,cityscapes,bsds500')
-    ap.add_argument('--out', default='/tmp/bench_datasets')
+    ap.add_argument('--out', default=None)
     a = ap.parse_args()
     warnings.filterwarnings('ignore')
     import matplotlib; matplotlib.use('Agg')
-    for n in a.only.split(','): run(n, Path(a.out))
+    with (nullcontext(a.out) if a.out else tempfile.TemporaryDirectory(prefix='bench_datasets_')) as out:
+        for n in a.only.split(','): run(n, Path(out))

@@ -8,7 +8,7 @@ time <= 1.1x the whole-image pass at overlap 0.
 
     python bench/predict.py [--sizes 1500 6000] [--rounds 2] [--bs 8] [--tile 128]
 """
-import argparse, json, shutil, statistics, subprocess, sys, tempfile, warnings
+import argparse, json, statistics, subprocess, sys, tempfile, warnings
 from pathlib import Path
 
 CHILD = r'''
@@ -50,8 +50,8 @@ def main(sizes=(1500, 6000), rounds=2, bs=8, tile=128, overlap=0):
     warnings.filterwarnings('ignore')
     from unet_fastai.synthetic import make_scene
     from unet_fastai.core import save_png
-    root = Path(tempfile.mkdtemp(prefix='bench_predict_'))
-    try:
+    with tempfile.TemporaryDirectory(prefix='bench_predict_') as root:
+        root = Path(root)
         model, scale = make_model(root), 512 / 1500
         print(f"model pixels = scene pixels x {scale:.4f} (1500 -> 512); tiles of {tile}, overlap {overlap}, batch {bs}")
         for size in sizes:
@@ -71,7 +71,6 @@ def main(sizes=(1500, 6000), rounds=2, bs=8, tile=128, overlap=0):
             if all(isinstance(v, tuple) for v in line.values()):
                 print(f"  tiled / whole time: {line['tiled'][0] / line['whole'][0]:.2f}x (target <= 1.1x);  "
                       f"tiled peak RSS {line['tiled'][1] / 1024:.2f} GB (target <= 1.5 GB)")
-    finally: shutil.rmtree(root, ignore_errors=True)
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -14,8 +14,8 @@ from .core import *
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'files_by_stem', 'find_pairs', 'tile_starts', 'tile_name', 'parse_tile_name', 'tile_array',
-           'assemble_tiles', 'read_tiles', 'resize_scene', 'prepare_scene', 'check_pair', 'run_parallel', 'prepare',
-           'unet_fastai_prepare', 'prepare_cli']
+           'assemble_tiles', 'read_tiles', 'resize_scene', 'prepare_scene', 'check_pair', 'run_parallel', 'run_steps',
+           'prepare', 'unet_fastai_prepare', 'prepare_cli']
 
 # %% ../nbs/02_prepare.ipynb #ecb890dd
 LAYOUTS = (('images', 'masks'), ('sat', 'map'), ('PNGImages', 'PedMasks'), ('images', 'annotations/trimaps'))
@@ -143,7 +143,7 @@ def prepare_scene(stem:str, # output name
     with atomic_write(marker) as t: t.write_text(json.dumps({**record, 'finished': True}))
     return 'done'
 
-# %% ../nbs/02_prepare.ipynb #7d68e669
+# %% ../nbs/02_prepare.ipynb #9dddd966
 def check_pair(stem, # scene name
                image, # image file
                mask, # mask file or None
@@ -164,6 +164,14 @@ def run_parallel(f, # called as f(item, **kwargs)
     "`f` over `items` with fastcore's `parallel`: the one way every preparation step uses the cores"
     n = defaults.cpus if workers is None else workers
     return list(parallel(f, items, n_workers=n if n > 1 else 0, progress=progress and len(items) > 1, **kwargs))
+
+def run_steps(f, # a resumable step: f(item, **kwargs) → 'done', 'skipped' or an error message
+              items:list, workers:int=None, progress=True, **kwargs)->dict: # {'done': n, 'skipped': n}
+    "`run_parallel` over resumable steps; every step's error message in one `BadInputError` at the end"
+    res = run_parallel(f, items, workers, progress, **kwargs)
+    bad = [r for r in res if r not in ('done', 'skipped')]
+    if bad: raise BadInputError('\n'.join(bad))
+    return {k: res.count(k) for k in ('done', 'skipped')}
 
 def _prepare_one(item, **kwargs):
     try: return prepare_scene(*item, **kwargs), None
