@@ -12,7 +12,7 @@ import importlib, warnings
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
 _API = {'find_pairs': 'prepare', 'write_scenes': 'synthetic', 'make_scene': 'synthetic',
         'camvid_dls': 'data', 'roads_dls': 'data', 'pairs_dls': 'data', 'segmentation_dls': 'data',
-        'train_segmentation': 'train', 'train_camvid': 'train', 'train_roads': 'train', 'seg_learner': 'train',
+        'train_segmentation': 'train', 'train_camvid': 'train', 'train_roads': 'train', 'train_pairs': 'train', 'seg_learner': 'train',
         'train_from_config': 'train', 'lean_unet': 'models', 'classic_unet': 'models', 'train_pennfudan': 'pennfudan',
         'train_pets': 'pets', 'train_dogs': 'pets', 'train_cityscapes': 'cityscapes', 'prepare_cityscapes': 'cityscapes',
         'train_bsds500': 'bsds500', 'prepare_bsds500': 'bsds500'}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from torchvision.models import resnet34
+from fastcore.meta import delegates
 from .core import BadInputError, read_image, save_png
 from .prepare import run_steps
 from .data import pairs_dls
@@ -78,11 +78,17 @@ def bsds500_dls(path, # output of `prepare_bsds500`
     return pairs_dls(path, codes=['background', 'boundary'], mmap='binary', valid_pct=valid_pct, seed=seed, size=size,
                      bs=bs, aug='street', **kwargs)
 
+@delegates(train_segmentation, but=['n_out', 'loss_func', 'metrics', 'monitor', 'predict_defaults'])
 def train_bsds500(path, # output of `prepare_bsds500`
-                  size=160, bs:int=4, epochs:int=8, freeze_epochs:int=1, lr:float=None, rho:int=2,
-                  arch=resnet34, pretrained=True, weights_path=None, out='models/bsds500', scale:float=0.5, **kwargs):
+                  size=160, # size of the random training crops
+                  bs:int=4, # batch size (per process)
+                  epochs:int=8, # epochs with everything trainable
+                  rho:int=2, # relaxation radius of the boundary F-measure, in pixels
+                  out='models/bsds500', # output folder
+                  scale:float=0.5, # the scale `prepare_bsds500` used, for whole-photo prediction
+                  **kwargs, # passed to `train_segmentation` (freeze_epochs, lr, arch, pretrained, ...)
+                 ):
     "Train a boundary U-Net (one channel, BCE + Dice); reports Dice and the relaxed F at the best threshold (ODS)"
-    return train_segmentation(bsds500_dls(path, size=size, bs=bs), out=out, epochs=epochs, freeze_epochs=freeze_epochs,
-                              lr=lr, arch=arch, pretrained=pretrained, weights_path=weights_path, n_out=1,
+    return train_segmentation(bsds500_dls(path, size=size, bs=bs), out=out, epochs=epochs, n_out=1,
                               loss_func=BCEDiceLoss(), metrics=[dice(), RelaxedMetric(rho, stat='ods')],
                               monitor=f'relaxed_ods{rho}', predict_defaults={'scale': scale, 'tile': 0}, **kwargs)

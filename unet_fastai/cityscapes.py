@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageColor
-from torchvision.models import resnet34
+from fastcore.meta import delegates
 from .core import BadInputError, MaskMap, read_array, save_png, atomic_write, is_image_file
 from .prepare import run_steps
 from .data import segmentation_dls
@@ -73,13 +73,16 @@ def cityscapes_dls(path, # output of `prepare_cityscapes`
     return segmentation_dls(pairs, valid, CITYSCAPES_CODES, void=CITYSCAPES_VOID, mmap='identity', size=size, bs=bs,
                             aug='street', **kwargs)
 
+@delegates(train_segmentation, but=['predict_defaults'])
 def train_cityscapes(path, # output of `prepare_cityscapes`
-                     size=(128, 128), bs:int=8, epochs:int=4, freeze_epochs:int=1, lr:float=None,
-                     arch=resnet34, pretrained=True, weights_path=None, out='models/cityscapes', **kwargs):
+                     size=(128, 128), # (h, w) for training
+                     bs:int=8, # batch size (per process)
+                     out='models/cityscapes', # output folder
+                     **kwargs, # passed to `train_segmentation` (epochs, lr, arch, pretrained, ...)
+                    ):
     "Train a U-Net on prepared Cityscapes pairs; reports accuracy without void and mIoU"
-    return train_segmentation(cityscapes_dls(path, size=size, bs=bs), out=out, epochs=epochs, freeze_epochs=freeze_epochs,
-                              lr=lr, arch=arch, pretrained=pretrained, weights_path=weights_path,
-                              predict_defaults={'size': size, 'tile': 0}, **kwargs)
+    return train_segmentation(cityscapes_dls(path, size=size, bs=bs), out=out, predict_defaults={'size': size, 'tile': 0},
+                              **kwargs)
 
 # %% ../nbs/12_cityscapes.ipynb #2eac6529
 def make_cityscapes_pair(seed:int, size:int=256)->tuple: # (pair (size, 2·size, 3) uint8, class ids (size, size))

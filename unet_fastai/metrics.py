@@ -7,12 +7,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fastai.learner import Metric
+from fastai.learner import Metric, AvgLoss
+from fastai.torch_core import find_bs
+from .distributed import real_items, is_sharded, sum_over_processes
 
 # %% auto #0
 __all__ = ['confusion_matrix', 'pixel_accuracy', 'iou_per_class', 'dice_per_class', 'n_classes', 'mean_iou', 'macro_dice',
-           'binary_dice', 'cm_report', 'class_probs', 'SegMetric', 'acc_novoid', 'miou', 'dice', 'dice_macro', 'disk',
-           'disk_max', 'RelaxedCounts', 'breakeven', 'relaxed_breakeven', 'RelaxedMetric']
+           'binary_dice', 'cm_report', 'class_probs', 'SegMetric', 'acc_novoid', 'miou', 'dice', 'dice_macro',
+           'ValidLoss', 'disk', 'disk_max', 'RelaxedCounts', 'breakeven', 'relaxed_breakeven', 'RelaxedMetric']
 
 # %% ../nbs/04_metrics.ipynb #a047a7bd
 def confusion_matrix(pred, # predicted classes, any shape
@@ -68,15 +70,16 @@ def class_probs(out:torch.Tensor, # model output (N, C, H, W): C class logits, o
 
 # %% ../nbs/04_metrics.ipynb #3a0a3a12
 class SegMetric(Metric):
-    "A fastai metric from the epoch's confusion matrix, reduced by `fn(cm, void)`"
+    "A fastai metric from the epoch's confusion matrix (summed over processes), reduced by `fn(cm, void)`"
     def __init__(self, fn, # reduction, e.g. `mean_iou`
                  n_classes:int, void:int=None, name:str=None):
         self.fn, self.n, self.void, self._name = fn, n_classes, void, name or fn.__name__
-    def reset(self): self.cm = torch.zeros(self.n, self.n, dtype=torch.long)
+    def reset(self): self.cm, self.sharded = torch.zeros(self.n, self.n, dtype=torch.long), False
     def accumulate(self, learn):
-        self.cm += confusion_matrix(class_probs(learn.pred).argmax(dim=1), learn.y, self.n, self.void)
+        k, self.sharded = real_items(learn), is_sharded(learn.dl)
+        self.cm += confusion_matrix(class_probs(learn.pred[:k]).argmax(dim=1), learn.y[:k], self.n, self.void)
     @property
-    def value(self): return self.fn(self.cm, self.void)
+    def value(self): return self.fn(sum_over_processes(self.cm) if self.sharded else self.cm, self.void)
     @property
     def name(self): return self._name
 
@@ -84,6 +87,22 @@ def acc_novoid(n_classes, void=None): return SegMetric(pixel_accuracy, n_classes
 def miou(n_classes, void=None): return SegMetric(mean_iou, n_classes, void, 'mIoU')
 def dice(void=None): return SegMetric(binary_dice, 2, void, 'dice')
 def dice_macro(n_classes, void=None): return SegMetric(macro_dice, n_classes, void, 'dice_macro')
+
+# %% ../nbs/04_metrics.ipynb #7fda8054
+class ValidLoss(AvgLoss):
+    "fastai's validation loss (batch losses weighted by batch size) over the real items only, summed over processes"
+    def reset(self): self.total, self.count, self.sharded = 0., 0, False
+    def accumulate(self, learn):
+        k, bs, self.sharded = real_items(learn), find_bs(learn.yb), is_sharded(learn.dl)
+        if not k: return
+        loss = learn.loss if k == bs else learn.loss_func(learn.pred[:k], *(y[:k] for y in learn.yb))
+        self.total += float(loss.mean()) * k
+        self.count += k
+    @property
+    def value(self):
+        t = torch.tensor([self.total, self.count], dtype=torch.float64)
+        if self.sharded: t = sum_over_processes(t)
+        return (t[0] / t[1]).item() if t[1] else None
 
 # %% ../nbs/04_metrics.ipynb #c894a26c
 def disk(rho:int)->torch.Tensor:
@@ -122,6 +141,13 @@ class RelaxedCounts:
         t = (truth & valid).flatten()
         self.true_hits += torch.bincount(self._bin(best)[t], minlength=self.bins + 1).double()
         self.n_true += t.sum().item()
+    def summed(self)->RelaxedCounts:
+        "These counts added up over all processes"
+        flat = sum_over_processes(torch.cat([self.pred_hits, self.pred_all, self.true_hits, torch.tensor([self.n_true], dtype=torch.float64)]))
+        c = RelaxedCounts(self.rho, self.bins)
+        c.pred_hits, c.pred_all, c.true_hits = flat[:-1].split(self.bins + 1)
+        c.n_true = flat[-1].item()
+        return c
     def curves(self)->tuple:
         "(thresholds, precision, recall): a pixel is predicted road when its probability ≥ threshold"
         ge = lambda h: h.flip(0).cumsum(0).flip(0)  # counts with bin ≥ k
@@ -160,12 +186,15 @@ class RelaxedMetric(Metric):
                  stat:str='breakeven', # 'breakeven' or 'ods' (best F over thresholds)
                  bins:int=200):
         self.counts, self.void, self.stat = RelaxedCounts(rho, bins), void, stat
-    def reset(self): self.counts.reset()
+    def reset(self): self.counts.reset(); self.sharded = False
     def accumulate(self, learn):
-        prob, y = class_probs(learn.pred)[:, 1], learn.y
+        k, self.sharded = real_items(learn), is_sharded(learn.dl)
+        prob, y = class_probs(learn.pred[:k])[:, 1], learn.y[:k]
         for p, t in zip(prob, y):
             self.counts.add(p, t == 1, None if self.void is None else t != self.void)
     @property
-    def value(self): return self.counts.breakeven() if self.stat == 'breakeven' else self.counts.best_f()
+    def value(self):
+        c = self.counts.summed() if self.sharded else self.counts
+        return c.breakeven() if self.stat == 'breakeven' else c.best_f()
     @property
     def name(self): return f"relaxed_{'be' if self.stat == 'breakeven' else 'ods'}{self.counts.rho}"

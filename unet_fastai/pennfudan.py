@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_pennfudan.ipynb #16d4a55e
 from __future__ import annotations
-from torchvision.models import resnet34
+from fastcore.meta import delegates
 from .data import pairs_dls
 from .metrics import acc_novoid, miou, dice
 from .train import train_segmentation
@@ -24,13 +24,15 @@ def pennfudan_dls(path, # Penn-Fudan folder with PNGImages/ and PedMasks/
     return pairs_dls(path, codes=PENNFUDAN_CODES, mmap='instance', mask_suffix='_mask', valid_pct=valid_pct, seed=seed,
                      size=size, bs=bs, aug='street', **kwargs)
 
-def train_pennfudan(path, # Penn-Fudan folder
-                    size=(160, 128), bs:int=8, epochs:int=6, freeze_epochs:int=1, lr:float=None,
-                    arch=resnet34, pretrained=True, weights_path=None, out='models/pennfudan',
-                    **kwargs, # passed to `train_segmentation`
+@delegates(train_segmentation, but=['metrics', 'predict_defaults'])
+def train_pennfudan(path, # Penn-Fudan folder (PNGImages/ and PedMasks/)
+                    size=(160, 128), # (h, w) for training (the photos are portrait)
+                    bs:int=8, # batch size (per process)
+                    epochs:int=6, # epochs with everything trainable
+                    out='models/pennfudan', # output folder
+                    **kwargs, # passed to `train_segmentation` (freeze_epochs, lr, arch, pretrained, ...)
                    ):
     "Train a U-Net on Penn-Fudan; reports pixel accuracy, mIoU and Dice of the person class"
     dls = pennfudan_dls(path, size=size, bs=bs)
-    return train_segmentation(dls, out=out, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, arch=arch,
-                              pretrained=pretrained, weights_path=weights_path, metrics=[acc_novoid(2), miou(2), dice()],
+    return train_segmentation(dls, out=out, epochs=epochs, metrics=[acc_novoid(2), miou(2), dice()],
                               predict_defaults={'size': size, 'tile': 0}, **kwargs)

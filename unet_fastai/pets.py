@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_pets.ipynb #1cd4a5d1
 from __future__ import annotations
-from torchvision.models import resnet34
+from fastcore.meta import delegates
 from .data import pairs_dls
 from .metrics import acc_novoid, miou, dice
 from .train import train_segmentation, BCEDiceLoss
@@ -32,26 +32,29 @@ def pets_dls(path, # Oxford-IIIT Pet folder with images/ and annotations/trimaps
                      keep=is_dog if dogs_only else None, valid_pct=valid_pct, seed=seed, size=size, bs=bs,
                      aug='street', **kwargs)
 
-def train_pets(path, # Oxford-IIIT Pet folder
+@delegates(train_segmentation, but=['metrics', 'monitor', 'predict_defaults', 'n_out', 'loss_func'])
+def train_pets(path, # Oxford-IIIT Pet folder (images/ and annotations/trimaps/)
                border:str='pet', # trimap border as 'pet', 'background' or 'ignore'
                dogs_only:bool=False, # only the dog breeds
                bce_dice:bool=False, # one output channel trained with BCE + Dice (else two with cross-entropy)
-               size:int=128, bs:int=8, epochs:int=4, freeze_epochs:int=1, lr:float=None,
-               arch=resnet34, pretrained:bool=True, weights_path:str=None, out:str='models/pets',
-               seed:int=0, # split seed
-               **kwargs, # passed to `train_segmentation`
+               size:int=128, # training size (size×size)
+               bs:int=8, # batch size (per process)
+               out:str='models/pets', # output folder
+               seed:int=0, # seed of the split into training and validation photos
+               **kwargs, # passed to `train_segmentation` (epochs, lr, arch, pretrained, ...)
               ):
     "Train a U-Net on Oxford-IIIT Pet (pet vs background); reports accuracy, mIoU and Dice"
     dls = pets_dls(path, border=border, dogs_only=dogs_only, size=size, bs=bs, seed=seed)
     extra = dict(n_out=1, loss_func=BCEDiceLoss(void=dls.void)) if bce_dice else {}
-    return train_segmentation(dls, out=out, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, arch=arch,
-                              pretrained=pretrained, weights_path=weights_path,
-                              metrics=[acc_novoid(2, dls.void), miou(2, dls.void), dice(dls.void)], monitor='dice',
-                              predict_defaults={'size': size, 'tile': 0}, **extra, **kwargs)
+    return train_segmentation(dls, out=out, metrics=[acc_novoid(2, dls.void), miou(2, dls.void), dice(dls.void)],
+                              monitor='dice', predict_defaults={'size': size, 'tile': 0}, **extra, **kwargs)
 
+@delegates(train_pets, but=['dogs_only', 'bce_dice'])
 def train_dogs(path, # Oxford-IIIT Pet folder
-               size:int=150, epochs:int=2, # the reference: 2 epochs at 150×150
-               out:str='models/dogs', **kwargs, # passed to `train_pets`
+               size:int=150, # training size (the reference: 150×150)
+               epochs:int=2, # epochs with everything trainable (the reference: 2)
+               out:str='models/dogs', # output folder
+               **kwargs, # passed to `train_pets`
               ):
     "The dog subset with a single output channel, BCE + Dice loss and the Dice coefficient"
     return train_pets(path, dogs_only=True, bce_dice=True, size=size, epochs=epochs, out=out, **kwargs)
