@@ -77,7 +77,7 @@ def main(bs=8, steps=20, rounds=2, warmup=3):
                 out = root/f'r{r}_{n}.json'
                 args = [__file__, '--worker', str(root/'prep'), '--bs', str(bs // n), '--steps', str(steps), '--out', str(out)]
                 cmd = [sys.executable, *args] if n == 1 else [str(bin_/'torchrun'), '--standalone', '--nproc_per_node', '2', *args]
-                p = subprocess.run(cmd, capture_output=True, text=True)
+                p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'TMPDIR': str(root)})  # torchrun's logs
                 if p.returncode: sys.exit(f"{n}-process run failed:\n{p.stderr[-3000:]}")
                 runs[n].append(json.loads(out.read_text()))
     one, two = ({k: statistics.median(r[k] for r in runs[n]) for k in runs[n][0]} for n in (1, 2))

@@ -17,8 +17,10 @@ def tiles(tmp_path_factory):
 COMMON = ('--bs', 2, '--freeze-epochs', 0, '--lr', 2e-3, '--pretrained', 'false', '--train-seed', 0)
 OUTPUTS = ['best.pth', 'checkpoint.pth', 'config.json', 'curves.png', 'history.csv', 'model.pkl', 'predictions.png', 'samples.png']
 
-def run(*args, env=None):
-    return subprocess.run([*map(str, args)], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900)
+def run(*args, tmp, env=None):
+    "Run a command with its temporary files (torchrun's logs among them) in the test's own folder `tmp`"
+    return subprocess.run([*map(str, args)], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, 'TMPDIR': str(tmp), **(env or {})})
 
 def one_process_figures(tiles, out):
     "[valid_loss, dice, mIoU, relaxed_be3] of out/best.pth on the validation tiles, evaluated in this one process"
@@ -35,7 +37,7 @@ def test_torchrun_two_processes(tiles, tmp_path):
     out, probe = tmp_path/'run', tmp_path/'probe'
     probe.mkdir()
     r = run(BIN/'torchrun', '--standalone', '--nproc_per_node', 2, ROOT/'tests'/'ddp_probe.py', 'roads', tiles, *COMMON,
-            '--epochs', 2, '--out', out, env={'PROBE_DIR': str(probe)})
+            '--epochs', 2, '--out', out, tmp=tmp_path, env={'PROBE_DIR': str(probe)})
     assert r.returncode == 0, r.stderr[-4000:]
     assert sorted(p.name for p in out.iterdir()) == OUTPUTS  # no temporaries, nothing twice
     h = read_history(out/'history.csv')
@@ -60,7 +62,7 @@ def test_accelerate_two_processes(tiles, tmp_path):
     out = tmp_path/'run'
     r = run(BIN/'accelerate', 'launch', '--multi_gpu', '--num_processes', 2, '--num_machines', 1, '--mixed_precision', 'no',
             '--dynamo_backend', 'no', '--main_process_port', _free_port(), '--no_python', command('unet_fastai_train'),
-            'roads', tiles, *COMMON, '--epochs', 1, '--out', out)
+            'roads', tiles, *COMMON, '--epochs', 1, '--out', out, tmp=tmp_path)
     assert r.returncode == 0, r.stderr[-4000:]
     assert sorted(p.name for p in out.iterdir()) == OUTPUTS
     assert json.loads((out/'config.json').read_text())['processes'] == 2  # really two, not accelerate's one-process trap
@@ -70,7 +72,7 @@ def test_accelerate_two_processes(tiles, tmp_path):
 
 def test_kill_and_resume(tiles, tmp_path):
     args = (command('unet_fastai_train'), 'roads', tiles, *COMMON, '--epochs', 4)
-    r = run(*args, '--out', tmp_path/'straight')
+    r = run(*args, '--out', tmp_path/'straight', tmp=tmp_path)
     assert r.returncode == 0, r.stderr[-4000:]
     out = tmp_path/'killed'
     p = subprocess.Popen([*map(str, args), '--out', str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -83,7 +85,7 @@ def test_kill_and_resume(tiles, tmp_path):
     os.killpg(p.pid, signal.SIGKILL); p.wait()
     assert read_checkpoint(out/'checkpoint.pth')['epoch'] == 2, 'the kill did not land in the third epoch'
     assert not (out/'model.pkl').exists()
-    r = run(*args, '--out', out, '--resume')
+    r = run(*args, '--out', out, '--resume', tmp=tmp_path)
     assert r.returncode == 0, r.stderr[-4000:]
     assert 'resuming' in r.stdout and 'after epoch 2' in r.stdout
     assert sorted(p.name for p in out.iterdir()) == OUTPUTS  # a temporary of the killed epoch is gone too
@@ -95,12 +97,12 @@ def test_kill_and_resume(tiles, tmp_path):
     from fastai.learner import load_learner
     assert load_learner(out/'model.pkl').predict_defaults == {'tile': 128, 'scale': 1.0}
     # a resume with other options is refused, naming them; so is an unreadable checkpoint
-    r = run(*args[:-2], '--epochs', 5, '--bs', 4, '--out', out, '--resume')
+    r = run(*args[:-2], '--epochs', 5, '--bs', 4, '--out', out, '--resume', tmp=tmp_path)
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [
         f"error: {out/'checkpoint.pth'}: written by a run with other options: bs was 2, now 4; epochs was 4, now 5; "
         "global_bs was 2, now 4. Resume with the same options, or train without --resume to start over"]
     (out/'checkpoint.pth').write_bytes(b'\0' * 100)
-    r = run(*args, '--out', out, '--resume')
+    r = run(*args, '--out', out, '--resume', tmp=tmp_path)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
     assert r.stderr.startswith(f"error: {out/'checkpoint.pth'}: not a readable checkpoint")
 
@@ -109,15 +111,15 @@ def test_kill_and_resume(tiles, tmp_path):
     (('roads', 'no/such/folder'), 1, "no/such/folder: data folder not found; check the path"),
     (('roads', '.', '--epoch', 3), 2, "unet_fastai_train roads: unrecognized arguments: --epoch 3"),
     (('roads', '.', '--epochs', 'three'), 1, "unet_fastai_train roads: option epochs takes an integer, not 'three'")])
-def test_wrong_command_lines(args, code, message):
-    r = run(command('unet_fastai_train'), *args)
+def test_wrong_command_lines(args, code, message, tmp_path):
+    r = run(command('unet_fastai_train'), *args, tmp=tmp_path)
     assert r.returncode == code and 'Traceback' not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f'error: {message}'), r.stderr
 
-def test_help_lists_tasks_and_options():
-    r = run(command('unet_fastai_train'), '--help')
+def test_help_lists_tasks_and_options(tmp_path):
+    r = run(command('unet_fastai_train'), '--help', tmp=tmp_path)
     assert r.returncode == 0 and all(f'\n  {t} ' in r.stdout for t in ('camvid', 'roads', 'pets', 'dogs', 'pairs', 'bsds500'))
     assert '--freeze-epochs' in r.stdout and 'torchrun' in r.stdout
-    r = run(command('unet_fastai_train'), 'roads', '--help')
+    r = run(command('unet_fastai_train'), 'roads', '--help', tmp=tmp_path)
     assert r.returncode == 0 and '--resume' in r.stdout and 'batch size (per process)' in r.stdout

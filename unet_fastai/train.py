@@ -314,7 +314,9 @@ class SkipEpochs(Callback):
                  smooth_loss=None): # (value, count) of the Recorder's smoothed training loss where the epochs left it
         self.n, self.smooth_loss, self.paused = n, smooth_loss, {}
     def before_fit(self):
-        if self.smooth_loss: self.recorder.smooth_loss.val, self.recorder.smooth_loss.count = torch.tensor(self.smooth_loss[0]), self.smooth_loss[1]
+        if not self.smooth_loss: return
+        v, self.recorder.smooth_loss.count = self.smooth_loss
+        self.recorder.smooth_loss.val = torch.tensor(v)
     def before_epoch(self):
         if self.epoch >= self.n: return
         self.paused = {cb: cb.run for cb in self.learn.cbs  # the Recorder, trackers, ...
