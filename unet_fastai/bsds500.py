@@ -13,9 +13,11 @@ from .prepare import run_steps
 from .data import pairs_dls
 from .metrics import RelaxedMetric, dice
 from .train import train_segmentation, BCEDiceLoss
+from .distributed import main_first
 
 # %% auto #0
-__all__ = ['read_segmentations', 'boundaries', 'boundary_map', 'prepare_bsds500', 'bsds500_dls', 'train_bsds500']
+__all__ = ['read_segmentations', 'boundaries', 'boundary_map', 'prepare_bsds500', 'bsds500_dls', 'bsds500_prepared',
+           'train_bsds500']
 
 # %% ../nbs/13_bsds500.ipynb #656092e2
 def read_segmentations(path)->list:
@@ -78,17 +80,27 @@ def bsds500_dls(path, # output of `prepare_bsds500`
     return pairs_dls(path, codes=['background', 'boundary'], mmap='binary', valid_pct=valid_pct, seed=seed, size=size,
                      bs=bs, aug='street', **kwargs)
 
+def bsds500_prepared(path, # a BSDS500 folder (images/ and groundTruth/), or the output of `prepare_bsds500`
+                     dst, # where to prepare it
+                     **kwargs)->Path: # passed to `prepare_bsds500` (split, rule, scale)
+    "The prepared folder of `path`: itself if prepared, else `dst` once `prepare_bsds500` (main process first) wrote it"
+    if not (Path(path)/'groundTruth').is_dir(): return Path(path)
+    main_first(prepare_bsds500, path, dst, **kwargs)
+    return Path(dst)
+
 @delegates(train_segmentation, but=['n_out', 'loss_func', 'metrics', 'monitor', 'predict_defaults'])
-def train_bsds500(path, # output of `prepare_bsds500`
+def train_bsds500(path, # BSDS500 folder (its train split is prepared into out/data first) or the output of `prepare_bsds500`
                   size=160, # size of the random training crops
                   bs:int=4, # batch size (per process)
                   epochs:int=8, # epochs with everything trainable
                   rho:int=2, # relaxation radius of the boundary F-measure, in pixels
                   out='models/bsds500', # output folder
-                  scale:float=0.5, # the scale `prepare_bsds500` used, for whole-photo prediction
+                  scale:float=0.5, # the scale of the photos in preparation (`prepare_bsds500`), and so in prediction
+                  rule:str='union', # how preparation combines the annotators: 'union' or 'majority'
                   **kwargs, # passed to `train_segmentation` (freeze_epochs, lr, arch, pretrained, ...)
                  ):
     "Train a boundary U-Net (one channel, BCE + Dice); reports Dice and the relaxed F at the best threshold (ODS)"
+    path = bsds500_prepared(path, Path(out)/'data', rule=rule, scale=scale)
     return train_segmentation(bsds500_dls(path, size=size, bs=bs), out=out, epochs=epochs, n_out=1,
                               loss_func=BCEDiceLoss(), metrics=[dice(), RelaxedMetric(rho, stat='ods')],
                               monitor=f'relaxed_ods{rho}', predict_defaults={'scale': scale, 'tile': 0}, **kwargs)

@@ -12,11 +12,12 @@ from .core import BadInputError, MaskMap, read_array, save_png, atomic_write, is
 from .prepare import run_steps
 from .data import segmentation_dls
 from .train import train_segmentation
+from .distributed import main_first
 
 # %% auto #0
 __all__ = ['CITYSCAPES_PALETTE', 'CITYSCAPES_VOID_COLOURS', 'CITYSCAPES_CODES', 'CITYSCAPES_VOID', 'cityscapes_mask_map',
-           'split_pair', 'prepare_cityscapes', 'cityscapes_dls', 'train_cityscapes', 'make_cityscapes_pair',
-           'write_cityscapes_pairs']
+           'split_pair', 'prepare_cityscapes', 'cityscapes_dls', 'cityscapes_prepared', 'train_cityscapes',
+           'make_cityscapes_pair', 'write_cityscapes_pairs']
 
 # %% ../nbs/12_cityscapes.ipynb #dcfb17e7
 CITYSCAPES_PALETTE = {  # class → colour of the Cityscapes label images
@@ -73,16 +74,23 @@ def cityscapes_dls(path, # output of `prepare_cityscapes`
     return segmentation_dls(pairs, valid, CITYSCAPES_CODES, void=CITYSCAPES_VOID, mmap='identity', size=size, bs=bs,
                             aug='street', **kwargs)
 
+def cityscapes_prepared(path, # Cityscapes pairs (train/ and val/ photo|label images), or their prepared folder
+                        dst)->Path: # where to prepare them
+    "The prepared folder of `path`: itself if prepared, else `dst` once `prepare_cityscapes` (main process first) wrote it"
+    if (Path(path)/'train'/'masks').is_dir(): return Path(path)
+    main_first(prepare_cityscapes, path, dst)
+    return Path(dst)
+
 @delegates(train_segmentation, but=['predict_defaults'])
-def train_cityscapes(path, # output of `prepare_cityscapes`
+def train_cityscapes(path, # Cityscapes pairs (train/ and val/ photo|label JPEGs, prepared into out/data first) or a prepared folder
                      size=(128, 128), # (h, w) for training
                      bs:int=8, # batch size (per process)
                      out='models/cityscapes', # output folder
                      **kwargs, # passed to `train_segmentation` (epochs, lr, arch, pretrained, ...)
                     ):
-    "Train a U-Net on prepared Cityscapes pairs; reports accuracy without void and mIoU"
-    return train_segmentation(cityscapes_dls(path, size=size, bs=bs), out=out, predict_defaults={'size': size, 'tile': 0},
-                              **kwargs)
+    "Train a U-Net on Cityscapes pairs; reports accuracy without void and mIoU"
+    dls = cityscapes_dls(cityscapes_prepared(path, Path(out)/'data'), size=size, bs=bs)
+    return train_segmentation(dls, out=out, predict_defaults={'size': size, 'tile': 0}, **kwargs)
 
 # %% ../nbs/12_cityscapes.ipynb #2eac6529
 def make_cityscapes_pair(seed:int, size:int=256)->tuple: # (pair (size, 2·size, 3) uint8, class ids (size, size))

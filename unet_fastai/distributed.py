@@ -11,12 +11,12 @@ import torch.distributed as dist
 import fastai
 from packaging.version import Version
 from fastcore.basics import patch
-from fastai.torch_core import num_distrib, rank_distrib, find_bs
+from fastai.torch_core import num_distrib, rank_distrib, find_bs, distrib_barrier
 from fastai.distributed import DistributedDL
 
 # %% auto #0
-__all__ = ['is_main', 'local_rank', 'init_distributed', 'sum_over_processes', 'from_main', 'gather', 'one_process', 'is_sharded',
-           'real_items', 'distributed']
+__all__ = ['is_main', 'local_rank', 'init_distributed', 'sum_over_processes', 'from_main', 'gather', 'main_first', 'one_process',
+           'is_sharded', 'real_items', 'distributed']
 
 # %% ../nbs/03a_distributed.ipynb #5dc55b23
 def is_main()->bool:
@@ -71,6 +71,14 @@ def gather(obj)->list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+def main_first(f, *args, **kwargs):
+    "`f(*args, **kwargs)` in the main process first (preparing data, say), then in the others (which find it done)"
+    init_distributed()
+    if is_main(): res = f(*args, **kwargs)
+    distrib_barrier()
+    if not is_main(): res = f(*args, **kwargs)
+    return res
 
 @contextmanager
 def one_process():

@@ -38,7 +38,7 @@ __all__ = ['CHECKPOINT', 'NOT_OPTIONS', 'PretrainedWeightsError', 'hub_weights_f
            'train_from_config']
 
 # %% ../nbs/06_train.ipynb #3097fcc0
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(BadInputError):
     "ImageNet weights are not available; the message says which file to put where"
 
 def hub_weights_file(arch=resnet34)->Path:
