@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 from fastai.vision.all import (DataBlock, ImageBlock, MaskBlock, PILMask, IndexSplitter, Resize, Normalize,
                                aug_transforms, imagenet_stats, untar_data, URLs)
-from fastai.torch_core import num_distrib
 from .core import BadInputError, mask_map, read_array
 from .prepare import files_by_stem, find_pairs, check_pair, parse_tile_name
 
@@ -51,10 +50,6 @@ def segmentation_dls(pairs:list, # (image, mask) paths
     bad = [m for m in (check_pair(Path(i).stem, i, k) for i, k in pairs) if m]
     if bad: raise BadInputError('\n'.join(bad))
     if not any(valid) or all(valid): raise BadInputError(f"need both training and validation pairs, got {sum(valid)} of {len(valid)} for validation")
-    n_train, procs = len(valid) - sum(valid), max(num_distrib(), 1)
-    if n_train // procs < bs:  # a training epoch drops its last incomplete batch: it would have none
-        raise BadInputError(f"{n_train} training pairs{f' shared by {procs} processes' if procs > 1 else ''} do not fill "
-                            f"one batch of {bs}: pass a smaller bs")
     items = [Path(i) for i, _ in pairs]
     dblock = DataBlock(blocks=(ImageBlock, MaskBlock(list(codes))), get_y=MaskReader(dict(pairs), mmap),
                        splitter=IndexSplitter([i for i, v in enumerate(valid) if v]),

@@ -346,6 +346,12 @@ def fit_phases(learn, phases:list, # (epochs, lr, frozen) of each `fit_one_cycle
     if ck is not None: load_weights(learn, learn.path/'best.pth')  # every epoch was done before the checkpoint
 
 # %% ../nbs/06_train.ipynb #2887ab00
+def _check_batches(dls, processes):
+    "A training epoch drops its last incomplete batch: with fewer items than a batch per process it would have none"
+    n, bs = len(dls.train_ds), dls.train.bs
+    if n // processes < bs: raise BadInputError(
+        f"{n} training items{f' shared by {processes} processes' if processes > 1 else ''} do not fill one batch of {bs}: pass a smaller bs")
+
 def _check_monitor(learn, monitor):
     names = ['valid_loss'] + [m.name for m in learn.metrics]
     monitor = monitor or ('mIoU' if 'mIoU' in names else 'valid_loss')
@@ -392,6 +398,7 @@ def train_segmentation(dls, # from `segmentation_dls`
                       ):
     "Train a U-Net ([lr_find] → frozen encoder → unfreeze with discriminative learning rates) on one process or many; export it"
     n, out = init_distributed(), Path(out)
+    _check_batches(dls, n)
     if train_seed is not None: seed_training(dls, train_seed)
     learn = seg_learner(dls, path=out, **kwargs)
     learn.predict_defaults = predict_defaults or {}
