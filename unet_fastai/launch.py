@@ -19,9 +19,12 @@ TASKS = {'camvid': 'train.train_camvid', 'roads': 'train.train_roads', 'pennfuda
 class UsageError(Exception):
     "The command line's words are wrong (exit code 2)"
 
+def _check_task(task:str):
+    if task not in TASKS: raise UsageError(f"unknown task {task!r}: use one of {', '.join(TASKS)} (see unet_fastai_train --help)")
+
 def task_function(task:str):
     "The training function of `task` (its module is imported now)"
-    if task not in TASKS: raise UsageError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    _check_task(task)
     mod, name = TASKS[task].split('.')
     return getattr(importlib.import_module(f'unet_fastai.{mod}'), name)
 
@@ -40,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
 def task_parser(task:str, fn)->argparse.ArgumentParser:
     "The command line of `task`: DATA, --config and one option per option of `fn`"
     from fastcore.docments import docments
-    from unet_fastai.train import option_names, _expected_type
+    from unet_fastai.train import option_names, option_type
     docs, params = docments(fn), inspect.signature(fn).parameters
     p = _Parser(prog=f'unet_fastai_train {task}', description=f"{fn.__doc__}. Values are read as YAML (4, 2e-3, true, "
                 "null, [96,128]); --bs is per process: the global batch is bs × processes.", allow_abbrev=False)
@@ -49,7 +52,7 @@ def task_parser(task:str, fn)->argparse.ArgumentParser:
     for k in option_names(fn):
         if k == 'path': continue
         flags = [f"--{k.replace('_', '-')}"] + ([f'--{k}'] if '_' in k else [])
-        t = _expected_type(params[k])
+        t = option_type(params[k])
         kw = dict(dest=k, default=argparse.SUPPRESS, type=str if t is str else _yaml_value, metavar='V',
                   help=f"{docs.get(k) or ''} (default: {params[k].default!r})".replace('%', '%%'))
         if t is bool: kw.update(nargs='?', const=True, metavar='true|false')
@@ -76,7 +79,7 @@ def parse_command(argv:list)->tuple: # (task, training function, options)
     "The task, training function and checked options of a `unet_fastai_train` command line"
     if not argv or argv[0] in ('-h', '--help'): print(usage()); raise SystemExit(0)
     task, rest = argv[0], argv[1:]
-    if task not in TASKS: raise UsageError(f"unknown task {task!r}: use one of {', '.join(TASKS)} (see unet_fastai_train --help)")
+    _check_task(task)
     if rest and not rest[0].startswith('-') and not Path(rest[0]).exists():  # before torch and fastai load
         raise BadInputError(f"{rest[0]}: data folder not found; check the path")
     from unet_fastai.train import check_values, check_options, load_yaml

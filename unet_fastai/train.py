@@ -34,7 +34,7 @@ __all__ = ['CHECKPOINT', 'NOT_OPTIONS', 'PretrainedWeightsError', 'hub_weights_f
            'BCEDiceLoss', 'read_history', 'plot_history', 'show_predictions', 'save_fig', 'run_options',
            'read_checkpoint', 'seed_training', 'random_states', 'set_random_states', 'load_weights', 'Checkpoint',
            'SkipEpochs', 'fit_phases', 'train_segmentation', 'evaluate', 'train_camvid', 'train_roads', 'train_pairs',
-           'prepared_scale', 'option_names', 'check_values', 'check_options', 'load_yaml', 'read_config',
+           'prepared_scale', 'option_names', 'option_type', 'check_values', 'check_options', 'load_yaml', 'read_config',
            'train_from_config']
 
 # %% ../nbs/06_train.ipynb #3097fcc0
@@ -503,7 +503,7 @@ def option_names(fn)->list:
 
 _TYPES = {'int': int, 'float': float, 'bool': bool, 'str': str}
 
-def _expected_type(p:inspect.Parameter):
+def option_type(p:inspect.Parameter):
     "The type a parameter states (int, float, bool or str), else the type of its default, else None"
     a = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, '__name__', None)
     if a in _TYPES: return _TYPES[a]
@@ -525,7 +525,7 @@ def check_values(cfg:dict, # option → value
     unknown = sorted(set(cfg) - set(names))
     if unknown: raise BadInputError(f"{source}: unknown option(s) {', '.join(unknown)}; {fn.__name__} takes {', '.join(names)}")
     for k, v in cfg.items():
-        t = _expected_type(params[k])
+        t = option_type(params[k])
         if not _type_ok(v, t) or (v is None and params[k].default is not None and t is not None):
             raise BadInputError(f"{source}: option {k} takes {'a number' if t is float else 'an integer' if t is int else t.__name__}, not {v!r}")
 
