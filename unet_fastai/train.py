@@ -16,7 +16,7 @@ from torch import nn
 import torch.nn.functional as F
 import torchvision
 from fastai.vision.all import (Learner, unet_learner, create_body, model_meta, CrossEntropyLossFlat, CSVLogger, Callback,
-                               TrackerCallback, TrainEvalCallback, CancelEpochException, ChannelsLast, L, minimum, steep,
+                               TrackerCallback, CancelEpochException, ChannelsLast, L, minimum, steep,
                                valley, get_model, set_seed, rank_distrib, distrib_barrier)
 from torchvision.models import resnet34, get_model_weights
 from fastcore.basics import ifnone
