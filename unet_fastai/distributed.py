@@ -33,7 +33,7 @@ def init_distributed()->int:
     if n == 1: return 1
     if torch.cuda.is_available():
         if local_rank() >= torch.cuda.device_count():
-            raise RuntimeError(f"process {local_rank()} on this machine has no GPU of its own ({torch.cuda.device_count()} "
+            raise ValueError(f"process {local_rank()} on this machine has no GPU of its own ({torch.cuda.device_count()} "
                                "GPUs): start at most one process per GPU (--nproc_per_node / --num_processes)")
         torch.cuda.set_device(local_rank())  # before any data loader is made: fastai puts batches on the current device
     if not dist.is_initialized():
