@@ -1,4 +1,4 @@
-"""Whole-scene prediction benchmark: `predict_scene` (tiles) against one whole-image forward pass.
+"""Whole-scene prediction benchmark: `predict_scene` (tiles) against one whole-image forward pass, and streamed GeoTIFFs.
 
 A 1500x1500 and a 6000x6000 generated scene (PNG) are predicted by a road U-Net (ResNet34 encoder; weights random:
 time and memory do not depend on them) at the training scale of the reference workflow (1500 -> 512, so 6000 -> 2048
@@ -6,7 +6,12 @@ model pixels). Every run is a fresh process, so its peak RSS (VmHWM, the model i
 alternate tiled/whole and the median time is reported. Targets: peak RSS <= 1.5 GB whatever the scene size; tiled
 time <= 1.1x the whole-image pass at overlap 0.
 
-    python bench/predict.py [--sizes 1500 6000] [--rounds 2] [--bs 8] [--tile 128]
+Then georeferenced scenes (GeoTIFF, EPSG:26986, 1 m pixels; 1500x1500 and 20000x20000 by default, the large one
+written window by window from generated 2000x2000 blocks) are streamed by `predict_geotiff` into a class-mask
+Cloud-Optimised GeoTIFF, as `unet_fastai_predict` does. Targets: peak RSS <= 1.5 GB at any size; time per megapixel
+of the large scene within 1.1x of the 1500x1500 figure (cost linear in pixels).
+
+    python bench/predict.py [--sizes 1500 6000] [--geo-sizes 1500 20000] [--rounds 2] [--bs 8] [--tile 128]
 """
 import argparse, json, statistics, subprocess, sys, tempfile, warnings
 from pathlib import Path
@@ -14,8 +19,10 @@ from pathlib import Path
 CHILD = r'''
 import json, re, sys, time, warnings
 warnings.filterwarnings('ignore')
+from pathlib import Path
 from fastai.learner import load_learner
-from unet_fastai.predict import predict_scene
+from unet_fastai.core import Raster
+from unet_fastai.predict import predict_scene, predict_geotiff
 import numpy as np
 model, scene, tile, overlap, bs, scale = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
 def hwm_mb():  # peak RSS of this address space (ru_maxrss would include the parent's peak: Linux keeps it across exec)
@@ -24,9 +31,12 @@ learn = load_learner(model)
 predict_scene(learn, np.zeros((64, 64, 3), np.uint8), tile=0, scale=1)  # warm up
 base = hwm_mb()
 t = time.perf_counter()
-mask, probs = predict_scene(learn, scene, tile=tile, overlap=overlap, bs=bs, scale=scale)
+if scene.endswith('.tif'):  # streamed, GeoTIFF in and out
+    with Raster(scene) as r: predict_geotiff(learn, r, Path(scene).with_name('mask_out.tif'), tile=tile, overlap=overlap, bs=bs, scale=scale)
+    shape = r.height, r.width
+else: shape = predict_scene(learn, scene, tile=tile, overlap=overlap, bs=bs, scale=scale)[0].shape
 dt = time.perf_counter() - t
-print(json.dumps(dict(s=dt, peak_mb=hwm_mb(), base_mb=base, shape=mask.shape)))
+print(json.dumps(dict(s=dt, peak_mb=hwm_mb(), base_mb=base, shape=shape)))
 '''
 
 def make_model(root):
@@ -46,7 +56,36 @@ def run(model, scene, tile, overlap, bs, scale):
     if r.returncode: return dict(error=(r.stderr.strip().splitlines() or ['killed'])[-1], rc=r.returncode)
     return json.loads(r.stdout.strip().splitlines()[-1])
 
-def main(sizes=(1500, 6000), rounds=2, bs=8, tile=128, overlap=0):
+def write_geotiff(path, size, block=2000):
+    "A size x size RGB GeoTIFF (EPSG:26986, 1 m pixels) written window by window from generated scenes"
+    import numpy as np, rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+    from unet_fastai.synthetic import make_scene
+    with rasterio.open(path, 'w', driver='GTiff', height=size, width=size, count=3, dtype='uint8', crs='EPSG:26986',
+                       transform=from_origin(230000, 900000, 1, 1), tiled=True, blockxsize=512, blockysize=512) as ds:
+        for i, y in enumerate(range(0, size, block)):
+            for j, x in enumerate(range(0, size, block)):
+                h, w = min(block, size - y), min(block, size - x)
+                img = make_scene(i * 100 + j, size=block)[0][:h, :w]
+                ds.write(np.moveaxis(img, -1, 0), window=Window(x, y, w, h))
+    return path
+
+def geo_bench(root, model, scale, sizes, bs, tile, overlap):
+    "Streamed GeoTIFF prediction: time per megapixel and peak RSS by scene size"
+    print(f"\nGeoTIFF scenes streamed by predict_geotiff (tiles of {tile}, overlap {overlap}, batch {bs}):")
+    first = None
+    for size in sizes:
+        scene = write_geotiff(root/f'geo{size}.tif', size)
+        r = run(model, scene, tile, overlap, bs, scale)
+        scene.unlink(); (root/'mask_out.tif').unlink(missing_ok=True)
+        if 'error' in r: print(f"  {size}x{size}: failed ({r['error']})"); continue
+        per_mp = r['s'] / (size * size / 1e6)
+        first = first or per_mp
+        print(f"  {size:5d}x{size:<5d}: {r['s']:8.1f} s  {per_mp:6.3f} s/Mpx ({per_mp / first:.2f}x the first; target <= 1.1x)  "
+              f"peak RSS {r['peak_mb'] / 1024:.2f} GB (target <= 1.5 GB; model loaded: {r['base_mb']:.0f} MB)")
+
+def main(sizes=(1500, 6000), geo_sizes=(1500, 20000), rounds=2, bs=8, tile=128, overlap=0):
     warnings.filterwarnings('ignore')
     from unet_fastai.synthetic import make_scene
     from unet_fastai.core import save_png
@@ -71,10 +110,12 @@ def main(sizes=(1500, 6000), rounds=2, bs=8, tile=128, overlap=0):
             if all(isinstance(v, tuple) for v in line.values()):
                 print(f"  tiled / whole time: {line['tiled'][0] / line['whole'][0]:.2f}x (target <= 1.1x);  "
                       f"tiled peak RSS {line['tiled'][1] / 1024:.2f} GB (target <= 1.5 GB)")
+        if geo_sizes: geo_bench(root, model, scale, geo_sizes, bs, tile, overlap)
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--sizes', type=int, nargs='+', default=[1500, 6000]); ap.add_argument('--rounds', type=int, default=2)
+    ap.add_argument('--sizes', type=int, nargs='*', default=[1500, 6000]);
+    ap.add_argument('--geo-sizes', type=int, nargs='*', default=[1500, 20000]); ap.add_argument('--rounds', type=int, default=2)
     ap.add_argument('--bs', type=int, default=8); ap.add_argument('--tile', type=int, default=128)
     ap.add_argument('--overlap', type=int, default=0)
     main(**vars(ap.parse_args()))

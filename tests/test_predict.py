@@ -58,3 +58,56 @@ def test_bad_inputs(model, tmp_path):
     assert errors == [f"error: {tmp_path/'empty.png'}: empty file (0 bytes); re-export or re-download it"]
     r = run(command('unet_fastai_predict'), tmp_path/'nope.pkl', tmp_path, '--out', tmp_path/'o')
     assert r.returncode == 1 and 'nope.pkl: model file not found' in r.stderr
+
+def _geotiff(path, img, **kw):
+    "`img` (H,W,3) as a tiled GeoTIFF in Massachusetts State Plane (EPSG:26986), 1 m pixels"
+    import rasterio
+    from rasterio.transform import from_origin
+    with rasterio.open(path, 'w', driver='GTiff', height=img.shape[0], width=img.shape[1], count=3, dtype='uint8',
+                       crs='EPSG:26986', transform=from_origin(231000, 901500, 1, 1), tiled=True, **kw) as ds:
+        ds.write(np.moveaxis(img, -1, 0))
+    return path
+
+def test_geotiff_real_scene(model, tmp_path):
+    "A real scene as a GeoTIFF: georeferenced outputs, the same classes as the PNG path, white as no-data, metrics without it"
+    import rasterio
+    sat, roads = shared('mass_roads')/'train'/'sat', shared('mass_roads')/'train'/'map'
+    img = np.asarray(Image.open(sat/'21628930_15.png').convert('RGB')).copy()
+    img[:, :200] = 255  # a white border, as Massachusetts scenes have where the imagery ends
+    (tmp_path/'in').mkdir(); (tmp_path/'masks').mkdir()
+    _geotiff(tmp_path/'in'/'s.tif', img)
+    Image.fromarray(img).save(tmp_path/'s.png')
+    Image.open(roads/'21628930_15.png').save(tmp_path/'masks'/'s.png')
+    r = run(command('unet_fastai_predict'), model, tmp_path/'in', '--out', tmp_path/'geo', '--probs', '--vector', '--nodata', '255')
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run(command('unet_fastai_predict'), model, tmp_path/'s.png', '--out', tmp_path/'png')
+    assert r.returncode == 0, r.stderr[-3000:]
+    with rasterio.open(tmp_path/'in'/'s.tif') as src, rasterio.open(tmp_path/'geo'/'s_mask.tif') as m, rasterio.open(tmp_path/'geo'/'s_probs.tif') as p:
+        assert (m.crs, m.transform, m.shape, m.count) == (src.crs, src.transform, src.shape, 1)
+        assert (p.crs, p.transform, p.count) == (src.crs, src.transform, 2)
+        assert m.tags(ns='IMAGE_STRUCTURE')['LAYOUT'] == 'COG' and m.overviews(1)
+        mask, prob_valid = m.read(1), p.read_masks(1)
+    png = np.asarray(Image.open(tmp_path/'png'/'s_mask.png'))
+    assert (mask[:, :200] == 255).all() and not prob_valid[:, :200].any()
+    imagery = (img != 255).any(-1)  # the border, and the scene's own white no-data areas
+    assert ((mask == 255) == ~imagery).all() and ((prob_valid > 0) == imagery).all()
+    assert (mask[imagery] == png[imagery]).all()  # streamed GeoTIFF = in-memory PNG path, wherever there is imagery
+    assert json.loads((tmp_path/'geo'/'s_mask.geojson').read_text())['crs']['properties']['name'].endswith('26986')
+    r = run(command('unet_fastai_evaluate'), model, '--images', tmp_path/'in', '--masks', tmp_path/'masks', '--nodata', '255',
+            '--json', tmp_path/'r.json')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((tmp_path/'r.json').read_text())['pixels'] == imagery.sum() < 1500 * 1300
+
+def test_geotiff_bad_inputs(model, tmp_path):
+    "A truncated GeoTIFF, a band that is not there, a wrong --bands: one error line that names the file or the option"
+    good = _geotiff(tmp_path/'good.tif', np.full((300, 300, 3), 90, np.uint8))
+    (tmp_path/'cut.tif').write_bytes(good.read_bytes()[:5000])
+    r = run(command('unet_fastai_predict'), model, tmp_path/'cut.tif', '--out', tmp_path/'o')
+    assert r.returncode == 1 and 'Traceback' not in r.stderr
+    errors = [l for l in r.stderr.splitlines() if l.startswith('error: ')]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {tmp_path/'cut.tif'}: cannot be decoded") and 're-download' in errors[0]
+    r = run(command('unet_fastai_predict'), model, good, '--out', tmp_path/'o', '--bands', '1,2,5')
+    assert r.returncode == 1 and f"{good}: band 5 does not exist: the scene has 3 band(s)" in r.stderr
+    r = run(command('unet_fastai_predict'), model, good, '--out', tmp_path/'o', '--bands', 'rgb')
+    assert r.returncode == 1 and '--bands rgb' in r.stderr
+    assert not (tmp_path/'o').exists() or not any((tmp_path/'o').iterdir())

@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/index.ipynb #acc414ab
+# %% ../nbs/index.ipynb #84748aa0
 import importlib, warnings
 # fastai applies `torch.jit.script` at import, which torch 2.14 reports as deprecated on every command: not the user's concern
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
