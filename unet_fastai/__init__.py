@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/index.ipynb #84748aa0
+# %% ../nbs/index.ipynb #9c3d9271
 import importlib, warnings
 # fastai applies `torch.jit.script` at import, which torch 2.14 reports as deprecated on every command: not the user's concern
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
@@ -15,7 +15,8 @@ _API = {'find_pairs': 'prepare', 'write_scenes': 'synthetic', 'make_scene': 'syn
         'train_segmentation': 'train', 'train_camvid': 'train', 'train_roads': 'train', 'train_pairs': 'train', 'seg_learner': 'train',
         'train_from_config': 'train', 'lean_unet': 'models', 'classic_unet': 'models', 'train_pennfudan': 'pennfudan',
         'train_pets': 'pets', 'train_dogs': 'pets', 'train_cityscapes': 'cityscapes', 'prepare_cityscapes': 'cityscapes',
-        'train_bsds500': 'bsds500', 'prepare_bsds500': 'bsds500'}
+        'train_bsds500': 'bsds500', 'prepare_bsds500': 'bsds500', 'Raster': 'core', 'load_model': 'predict',
+        'predict_scene': 'predict', 'predict_geotiff': 'predict', 'evaluate_scenes': 'evaluate', 'export_onnx': 'onnx'}
 
 def __getattr__(name):
     "Import the main entry points on first use (PEP 562)"
