@@ -13,8 +13,8 @@ from fastcore.script import anno_parser
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'GDAL_CACHE', 'SCALE16', 'BadInputError', 'is_image_file', 'gdal_env', 'default_bands', 'to_uint8',
-           'Raster', 'parse_bands', 'read_array', 'image_size', 'read_image', 'MaskMap', 'mask_map', 'read_mask',
-           'atomic_write', 'save_png', 'geotiff_writer', 'feature_collection', 'save_tiff', 'save_image',
+           'Raster', 'resize_bands', 'parse_bands', 'read_array', 'image_size', 'read_image', 'MaskMap', 'mask_map',
+           'read_mask', 'atomic_write', 'save_png', 'geotiff_writer', 'feature_collection', 'save_tiff', 'save_image',
            'remove_temporaries', 'run_cli']
 
 # %% ../nbs/00_core.ipynb #25202a35
@@ -229,12 +229,16 @@ class Raster:
         y0, y1 = rows.start * sy, rows.stop * sy  # the rows' extent in scene pixels
         margin = 3 * max(1., sy) + 2  # LANCZOS reaches 3 output pixels each side
         a, b = max(0, int(y0 - margin)), min(self.height, int(np.ceil(y1 + margin)))
-        strip = self.image(slice(a, b))
-        box = (0, y0 - a, self.width, y1 - a)
-        size = (out_w, rows.stop - rows.start)
-        if strip.shape[-1] == 3: return np.asarray(Image.fromarray(strip).resize(size, Image.Resampling.LANCZOS, box))
-        return np.stack([np.asarray(Image.fromarray(strip[..., i]).resize(size, Image.Resampling.LANCZOS, box))
-                         for i in range(strip.shape[-1])], -1)
+        return resize_bands(self.image(slice(a, b)), (out_w, rows.stop - rows.start), box=(0, y0 - a, self.width, y1 - a))
+
+def resize_bands(arr:np.ndarray, # (H,W) or (H,W,bands), uint8
+                 size:tuple, # (width, height) wanted, as Pillow has it
+                 resample=Image.Resampling.LANCZOS,
+                 box:tuple=None, # the source region to resize (Pillow's `box`; pixels around it feed the filter)
+                )->np.ndarray:
+    "Pillow's resize for any number of bands: RGB at once, other counts band by band (Pillow would take a 2nd or 4th band for alpha)"
+    if arr.ndim == 2 or arr.shape[-1] == 3: return np.asarray(Image.fromarray(arr).resize(size, resample, box))
+    return np.stack([resize_bands(arr[..., i], size, resample, box) for i in range(arr.shape[-1])], -1)
 
 # %% ../nbs/00_core.ipynb #a5cea410
 def parse_bands(bands)->list:
@@ -359,9 +363,9 @@ def atomic_write(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); the file gets an ordinary write's mode
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600), and a writer may recreate it: an ordinary write's mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -395,7 +399,6 @@ def geotiff_writer(path, # the GeoTIFF to write
                                blockysize=512, compress='deflate', BIGTIFF='IF_SAFER') as ds: yield ds
             rasterio.shutil.copy(part, final, driver='COG', COMPRESS='DEFLATE', OVERVIEW_RESAMPLING=overviews.upper(),
                                  BIGTIFF='IF_SAFER')
-            os.chmod(final, 0o666 & ~_umask())
         finally: part.unlink(missing_ok=True)
 
 def feature_collection(features:list, # GeoJSON features

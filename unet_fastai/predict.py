@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 import torch
-import json as _json
+import json
 from contextlib import ExitStack
 from fastcore.script import Param
 from fastprogress.fastprogress import progress_bar
@@ -58,7 +58,7 @@ def resize_bilinear(p:np.ndarray, # (C, h, w) map, or rows `top`.. of an `in_h`-
     return r[:, :, x0] * (1 - fx) + r[:, :, x1] * fx
 
 # %% ../nbs/07_predict.ipynb #9e9f9374
-def _model_fn(learn, n_in=3):
+def _model_fn(learn):
     "uint8 tiles (n, h, w, c) → class probabilities (n, C, h, w) float32: the learner's normalisation, device, bf16 on a GPU"
     model = learn.model.eval()
     dev = next(model.parameters()).device
@@ -214,7 +214,7 @@ def predict_geotiff(learn, # a learner or `OnnxSegmenter`
     with ExitStack() as stack:
         m = stack.enter_context(geotiff_writer(mask_path, scene, nodata=NODATA))
         m.write_colormap(1, {i: (*PALETTE[i % len(PALETTE)], 255) for i in range(len(codes))})
-        m.update_tags(classes=_json.dumps(codes))
+        m.update_tags(classes=json.dumps(codes))
         p = stack.enter_context(geotiff_writer(probs_path, scene, count=len(codes), overviews='average')) if probs_path else None
         for i, c in enumerate(codes if p else []): p.set_band_description(i + 1, str(c))
         for rows, mask, prob in predict_strips(learn, scene, **kwargs):
@@ -233,10 +233,10 @@ def mask_polygons(mask_path, # class mask GeoTIFF (from `predict_geotiff`)
     from rasterio.features import shapes
     with rasterio.open(mask_path) as ds:
         m, transform, crs = ds.read(1), ds.transform, ds.crs
-        codes = codes or _json.loads(ds.tags().get('classes', 'null')) or [str(i) for i in range(int(m.max()) + 1)]
+        codes = codes or json.loads(ds.tags().get('classes', 'null')) or [str(i) for i in range(int(m.max()) + 1)]
     feats = [dict(type='Feature', properties={'class': codes[int(v)], 'value': int(v)}, geometry=g)
              for g, v in shapes(m, mask=(m != 0) & (m != NODATA), transform=transform)]
-    with atomic_write(out) as t: t.write_text(_json.dumps(feature_collection(feats, crs)))
+    with atomic_write(out) as t: t.write_text(json.dumps(feature_collection(feats, crs)))
     return len(feats)
 
 # %% ../nbs/07_predict.ipynb #e6c8536d
@@ -306,8 +306,9 @@ def unet_fastai_predict(model:str, # exported learner (model.pkl) or ONNX model 
                 if vector: mask_polygons(out/f'{f.stem}_mask.tif', out/f'{f.stem}_mask.geojson')
                 continue
             mask, _ = predict_scene(learn, scene, with_probs=False, **kw)
+            img = scene.image()  # decoded already (PNG/JPEG are read whole)
         save_png((mask == 1).astype(np.uint8) * 255 if binary_255 and len(learner_codes(learn)) == 2 else mask, out/f'{f.stem}_mask.png')
-        save_png(overlay(read_image(f, bands=bands), mask), out/f'{f.stem}_overlay.png')
+        save_png(overlay(img, mask), out/f'{f.stem}_overlay.png')
     print(f"{len(files)} images predicted into {out}")
     for m in bad: print(f"skipped: {m}")
     return files

@@ -95,10 +95,7 @@ def read_tiles(folder, stem:str)->dict:
 def resize_scene(arr:np.ndarray, size:int, is_mask=False)->np.ndarray:
     "`arr` resized to size×size: LANCZOS for images, NEAREST for masks (values stay in their set); any number of bands"
     if not size or arr.shape[:2] == (size, size): return arr
-    f = Image.Resampling.NEAREST if is_mask else Image.Resampling.LANCZOS
-    if arr.ndim == 3 and arr.shape[-1] != 3:  # band by band: Pillow would take a 2nd or 4th band for alpha
-        return np.stack([resize_scene(arr[..., i], size, is_mask) for i in range(arr.shape[-1])], -1)
-    return np.asarray(Image.fromarray(arr).resize((size, size), f))
+    return resize_bands(arr, (size, size), Image.Resampling.NEAREST if is_mask else Image.Resampling.LANCZOS)
 
 def _source_sig(p): return None if p is None else [str(p), p.stat().st_size, p.stat().st_mtime_ns]
 
