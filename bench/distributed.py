@@ -65,7 +65,7 @@ def worker(data, bs, steps, warmup, out):
 def main(bs=8, steps=20, rounds=2, warmup=3):
     warnings.filterwarnings('ignore')
     from unet_fastai.synthetic import write_scenes
-    from unet_fastai.prepare import prepare
+    from unet_fastai.preparation import prepare
     bin_ = Path(sys.executable).parent
     with tempfile.TemporaryDirectory(prefix='bench_distributed_') as root:
         root = Path(root)

@@ -41,7 +41,7 @@ print(json.dumps(dict(s=dt, peak_mb=hwm_mb(), base_mb=base, shape=shape)))
 
 def make_model(root):
     from unet_fastai.synthetic import write_scenes
-    from unet_fastai.prepare import prepare
+    from unet_fastai.preparation import prepare
     from unet_fastai.data import roads_dls
     from unet_fastai.train import seg_learner
     write_scenes(root/'s', n=2, size=256)
@@ -88,13 +88,13 @@ def geo_bench(root, model, scale, sizes, bs, tile, overlap):
 def main(sizes=(1500, 6000), geo_sizes=(1500, 20000), rounds=2, bs=8, tile=128, overlap=0):
     warnings.filterwarnings('ignore')
     from unet_fastai.synthetic import make_scene
-    from unet_fastai.core import save_png
+    from unet_fastai.core import save_image
     with tempfile.TemporaryDirectory(prefix='bench_predict_') as root:
         root = Path(root)
         model, scale = make_model(root), 512 / 1500
         print(f"model pixels = scene pixels x {scale:.4f} (1500 -> 512); tiles of {tile}, overlap {overlap}, batch {bs}")
         for size in sizes:
-            scene = save_png(make_scene(size, size=size)[0], root/f'scene{size}.png')
+            scene = save_image(make_scene(size, size=size)[0], root/f'scene{size}.png')
             res = {'tiled': [], 'whole': []}
             for _ in range(rounds):
                 res['tiled'].append(run(model, scene, tile, overlap, bs, scale))

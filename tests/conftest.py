@@ -17,3 +17,9 @@ def command(name):
     p = BIN/name
     if not p.exists(): pytest.fail(f"{p} missing: install the package with pip install -e .")
     return str(p)
+
+@pytest.fixture(autouse=True, scope='session')
+def cache_home(tmp_path_factory):
+    "What the package keeps in the user's cache (the note that a model.pkl is code, shown once) goes to a scratch folder"
+    import os
+    os.environ['XDG_CACHE_HOME'] = str(tmp_path_factory.mktemp('cache'))

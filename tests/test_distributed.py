@@ -3,7 +3,7 @@ import json, os, signal, socket, subprocess, time
 import numpy as np, pytest, torch
 from conftest import ROOT, BIN, command
 from unet_fastai.synthetic import write_scenes
-from unet_fastai.prepare import prepare
+from unet_fastai.preparation import prepare
 from unet_fastai.train import read_history, read_checkpoint
 
 @pytest.fixture(scope='module')

@@ -6,7 +6,7 @@ from PIL import Image
 from rasterio.transform import from_origin
 from conftest import command
 from unet_fastai.synthetic import make_scene
-from unet_fastai.prepare import prepare
+from unet_fastai.preparation import prepare
 from unet_fastai.train import train_roads
 from unet_fastai.evaluate import evaluate_scenes
 from unet_fastai.predict import load_model

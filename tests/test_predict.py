@@ -1,10 +1,10 @@
 "Whole-scene prediction and evaluation of the real 1500x1500 Massachusetts scenes through the CLIs, PyTorch and ONNX"
-import json, subprocess, warnings
+import json, os, subprocess, time, warnings
 import numpy as np, pytest, torch
 from PIL import Image
 from conftest import shared, command
 from unet_fastai.synthetic import write_scenes
-from unet_fastai.prepare import prepare
+from unet_fastai.preparation import prepare
 from unet_fastai.train import train_roads
 
 @pytest.fixture(scope='module')
@@ -111,3 +111,29 @@ def test_geotiff_bad_inputs(model, tmp_path):
     r = run(command('unet_fastai_predict'), model, good, '--out', tmp_path/'o', '--bands', 'rgb')
     assert r.returncode == 1 and '--bands rgb' in r.stderr
     assert not (tmp_path/'o').exists() or not any((tmp_path/'o').iterdir())
+
+def test_cli_checks_files_before_loading(model, tmp_path):
+    "A wrong path or a bad input fails in well under 2 s: before torch, fastai and the model load"
+    (tmp_path/'bad.tif').write_bytes(b'II*\x00' + np.random.default_rng(0).bytes(5000))
+    (tmp_path/'in').mkdir(); (tmp_path/'in'/'m.png').write_bytes(b'')
+    cases = [(('unet_fastai_predict', tmp_path/'nope.pkl', tmp_path/'bad.tif'), 'nope.pkl: model file not found'),
+             (('unet_fastai_predict', model, tmp_path/'bad.tif'), 'bad.tif: cannot be decoded: the file is corrupt'),
+             (('unet_fastai_predict', tmp_path/'bad.tif', tmp_path/'bad.tif'), 'not a model exported by fastai'),
+             (('unet_fastai_evaluate', tmp_path/'nope.pkl', '--images', tmp_path/'in', '--masks', tmp_path/'in'), 'model file not found'),
+             (('unet_fastai_app', tmp_path/'nope.pkl'), 'model file not found')]
+    for (cmd, *args), msg in cases:
+        t = time.perf_counter()
+        r = run(command(cmd), *args)
+        took = time.perf_counter() - t
+        assert r.returncode == 1 and r.stderr.count('\n') == 1 and msg in r.stderr, r.stderr
+        assert took < 2, f"{cmd}: {took:.1f} s"
+
+def test_pickle_note_once(model, tmp_path):
+    "fastai's 3-line pickle warning on every load becomes one line, once per user, saying what it means"
+    env = {**os.environ, 'XDG_CACHE_HOME': str(tmp_path/'cache')}
+    img = tmp_path/'a.png'
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(img)
+    errs = [subprocess.run([command('unet_fastai_predict'), model, img, '--out', tmp_path/'o'], capture_output=True, text=True,
+                           env=env).stderr for _ in range(2)]
+    assert [e.count('load only models you trust') for e in errs] == [1, 0], errs
+    assert not any('insecure pickle' in e for e in errs)

@@ -1,11 +1,11 @@
 "The prepare stage end to end: real Massachusetts scenes as TIFF, every TIFF layout, bad input through the CLI, kill and rerun"
-import json, os, signal, subprocess, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np, pytest, tifffile
 from PIL import Image
 from conftest import shared, command
 from unet_fastai.core import to_uint8
-from unet_fastai.prepare import prepare, assemble_tiles, read_tiles, parse_tile_name
+from unet_fastai.preparation import prepare, assemble_tiles, read_tiles, parse_tile_name
 from unet_fastai.synthetic import write_scenes
 
 def load(p): return np.asarray(Image.open(p))
@@ -145,3 +145,97 @@ def test_kill_then_rerun(tmp_path):
     files = sorted(p.relative_to(ref) for p in ref.rglob('*.png'))
     assert files == sorted(p.relative_to(out) for p in out.rglob('*.png'))
     assert all((load(ref/f) == load(out/f)).all() for f in files)
+
+def write_tall_scene(src, h, w):
+    "A generated h×w RGB GeoTIFF scene (tiled, DEFLATE) and its road mask, written 1000 rows at a time"
+    import rasterio
+    from rasterio.windows import Window
+    for d in ('sat', 'map'): (src/d).mkdir(parents=True)
+    prof = dict(driver='GTiff', height=h, width=w, dtype='uint8', tiled=True, blockxsize=256, blockysize=256, compress='deflate',
+                crs='EPSG:26986', transform=rasterio.transform.from_origin(230000, 900000, 1, 1))
+    with rasterio.open(src/'sat/s.tif', 'w', count=3, **prof) as di, rasterio.open(src/'map/s.tif', 'w', count=1, **prof) as dm:
+        for y in range(0, h, 1000):
+            n = min(1000, h - y)
+            yy, xx = np.mgrid[y:y + n, 0:w]
+            di.write(np.stack([(xx * 7 + yy) % 251, (xx + yy * 3) % 253, (xx ^ yy) % 255]).astype(np.uint8), window=Window(0, y, w, n))
+            dm.write((((xx % 700) < 12) | ((yy % 900) < 12)).astype(np.uint8)[None] * 255, window=Window(0, y, w, n))
+
+PEAK = ("import re, sys; import unet_fastai.core as c; c.GDAL_CACHE = 16 << 20; from unet_fastai.preparation import prepare; "
+        "prepare(sys.argv[1], sys.argv[2], size=0, scale=0.25, workers=0, progress=False); "
+        "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024)")  # peak RSS of this process
+
+def test_memory_does_not_grow_with_scene_rows(tmp_path):
+    "The budget: peak RSS = the process + GDAL's block cache + strips of rows (∝ width); 8× the rows, no more memory"
+    peaks = {}
+    for h in (2000, 16000):
+        write_tall_scene(tmp_path/f's{h}', h, 3000)
+        r = subprocess.run([sys.executable, '-c', PEAK, str(tmp_path/f's{h}'), str(tmp_path/f'o{h}')], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        peaks[h] = int(r.stdout)
+        assert load(tmp_path/f'o{h}/resized/images/s.png').shape == (h // 4, 750, 3)
+    added = 14000 * 3000  # pixels
+    assert peaks[16000] - peaks[2000] < 0.25 * added, peaks  # whole-scene reading took 11 B a pixel (issue 12)
+    assert peaks[16000] < 3 * 16000 * 3000, peaks  # under 3 B a scene pixel, the process included
+
+def children(pid):
+    return [int(c) for t in Path(f'/proc/{pid}/task').iterdir() for c in (t/'children').read_text().split()]
+
+def alive(pid):
+    try: return 'State:\tZ' not in Path(f'/proc/{pid}/status').read_text()
+    except FileNotFoundError: return False
+
+@pytest.fixture(scope='module')
+def many_scenes(tmp_path_factory):
+    src = tmp_path_factory.mktemp('many')
+    write_scenes(src, n=12, size=2500)
+    return src
+
+def finished(out): return any(json.loads(m.read_text()).get('finished') for m in out.glob('.done/*.json'))
+
+def start_prepare(src, out):
+    "The CLI with 2 workers, in a session of its own; returns it once both workers run and a scene is finished"
+    p = subprocess.Popen([command('unet_fastai_prepare'), str(src), str(out), '--workers', '2'], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and (len(children(p.pid)) < 2 or not finished(out)): time.sleep(0.05)
+    assert len(children(p.pid)) >= 2, 'the workers did not start'
+    return p
+
+def test_workers_die_with_killed_parent(many_scenes, tmp_path):
+    p = start_prepare(many_scenes, tmp_path/'out')
+    workers = children(p.pid)
+    os.kill(p.pid, signal.SIGKILL); p.wait()  # the parent alone, as the OOM killer or `kill -9 PID` would
+    deadline = time.time() + 5
+    while time.time() < deadline and any(map(alive, workers)): time.sleep(0.05)
+    assert not any(map(alive, workers)), 'workers outlived their parent'
+
+def test_ctrl_c_stops_everything_in_one_line(many_scenes, tmp_path):
+    p = start_prepare(many_scenes, tmp_path/'out')
+    workers = children(p.pid)
+    t = time.time()
+    os.killpg(p.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole foreground group
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130 and time.time() - t < 10
+    assert err.strip().splitlines() == ['unet_fastai_prepare: interrupted; files already finished are kept'], err
+    assert not any(map(alive, workers))
+    r = subprocess.run([command('unet_fastai_prepare'), str(many_scenes), str(tmp_path/'out')], capture_output=True, text=True)
+    assert r.returncode == 0 and '12 scenes prepared' not in r.stdout and pngs_ok(tmp_path/'out')  # resumed
+
+def test_same_scenes_by_another_path_are_not_redone(good_src, tmp_path):
+    assert '2 scenes prepared' in run_prepare(good_src, tmp_path/'out').stdout
+    r = subprocess.run([command('unet_fastai_prepare'), os.path.relpath(good_src, tmp_path), 'out', '--size', '256'],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert '0 scenes prepared, 2 already done' in r.stdout, r.stdout + r.stderr
+    os.utime(good_src/'sat/scene_001.tif')  # changed since: redone
+    assert '1 scenes prepared, 1 already done' in run_prepare(good_src, tmp_path/'out').stdout
+
+def test_aspect_ratio_kept_and_enlarging_said(tmp_path):
+    img = np.random.default_rng(0).integers(0, 255, (777, 1501, 3), dtype=np.uint8)
+    (tmp_path/'src/images').mkdir(parents=True)
+    tifffile.imwrite(tmp_path/'src/images/wide.tif', img); tifffile.imwrite(tmp_path/'src/images/dot.tif', img[:1, :1])
+    r = subprocess.run([command('unet_fastai_prepare'), tmp_path/'src', tmp_path/'out'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert load(tmp_path/'out/resized/images/wide.png').shape == (265, 512, 3)  # not squashed to 512×512
+    assert r.stderr.strip().splitlines() == [f"warning: {tmp_path/'src/images/dot.tif'}: 1×1 is enlarged 512.0× to 512×512, so "
+                                             "its tiles repeat pixels; lower --size (or --size 0 to keep the scene's size)"]
+    assert '\r' not in r.stdout + r.stderr and '█' not in r.stdout + r.stderr  # no progress bars in a log

@@ -10,7 +10,7 @@ __all__ = []
 import importlib, warnings
 # fastai applies `torch.jit.script` at import, which torch 2.14 reports as deprecated on every command: not the user's concern
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
-_API = {'find_pairs': 'prepare', 'write_scenes': 'synthetic', 'make_scene': 'synthetic',
+_API = {'prepare': 'preparation', 'find_pairs': 'preparation', 'write_scenes': 'synthetic', 'make_scene': 'synthetic',
         'camvid_dls': 'data', 'roads_dls': 'data', 'pairs_dls': 'data', 'segmentation_dls': 'data',
         'train_segmentation': 'train', 'train_camvid': 'train', 'train_roads': 'train', 'train_pairs': 'train', 'seg_learner': 'train',
         'train_from_config': 'train', 'lean_unet': 'models', 'classic_unet': 'models', 'train_pennfudan': 'pennfudan',

@@ -7,8 +7,7 @@ from __future__ import annotations
 import os
 import numpy as np
 from .core import run_cli
-from .predict import load_model, predict_scene, overlay
-from .models import learner_codes
+from .predict import load_model, check_model, predict_scene, overlay
 
 # %% auto #0
 __all__ = ['segment_fn', 'make_app', 'unet_fastai_app', 'app_cli']
@@ -16,6 +15,7 @@ __all__ = ['segment_fn', 'make_app', 'unet_fastai_app', 'app_cli']
 # %% ../nbs/14_app.ipynb #037a2f92
 def segment_fn(learn)->callable:
     "An image (H×W×3 or ×4 uint8) → (overlay, class mask as uint8 image) function for `learn`"
+    from unet_fastai.models import learner_codes
     n = len(learner_codes(learn))
     def segment(image:np.ndarray):
         if image is None: raise ValueError("upload an image first")
@@ -28,10 +28,24 @@ def make_app(model:str, # exported learner (model.pkl) or ONNX model
             ):
     "The gradio app of `model`: one image in, overlay and mask out; the API endpoint is `/predict`"
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
+    check_model(model)  # before gradio, torch and the model load
     import gradio as gr
+    from unet_fastai.models import learner_codes
+    upload = gr.Image(type='numpy', label='image')
+    decode = upload.preprocess
+    def preprocess(payload):  # a file gradio cannot decode is said on the page in one line, not as a server traceback
+        try: return decode(payload)
+        except gr.Error: raise
+        except Exception:
+            raise gr.Error(f"{getattr(payload, 'orig_name', None) or 'the file'}: cannot be decoded: the file is corrupt or "
+                           "not an image; upload a PNG, JPEG or TIFF", print_exception=False) from None
+    upload.preprocess = preprocess  # (on the instance: a subclass of a gradio component makes gradio write a .pyi beside it)
     learn = load_model(model)
-    codes = learner_codes(learn)
-    return gr.Interface(segment_fn(learn), gr.Image(type='numpy', label='image'),
+    codes, segment = learner_codes(learn), segment_fn(learn)
+    def on_page(image):
+        try: return segment(image)
+        except ValueError as e: raise gr.Error(str(e), print_exception=False) from None  # its message on the page
+    return gr.Interface(on_page, upload,
                         [gr.Image(type='numpy', label='mask overlay', format='png'), gr.Image(type='numpy', label='mask', format='png')],
                         title='unet_fastai', description=f"U-Net segmentation: {', '.join(codes)}",
                         api_name='predict', flagging_mode='never')

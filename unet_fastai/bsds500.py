@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from fastcore.meta import delegates
-from .core import BadInputError, read_image, save_png
-from .prepare import run_steps
+from .core import BadInputError, read_image, save_image
+from .preparation import run_steps
 from .data import pairs_dls
 from .metrics import RelaxedMetric, dice
 from .train import train_segmentation, BCEDiceLoss
@@ -57,8 +57,8 @@ def _prepare_one(item, rule, scale):
     if (h, w) != img.shape[:2]:
         img = np.asarray(Image.fromarray(img).resize((w, h), Image.LANCZOS))
         segs = [np.asarray(Image.fromarray(s.astype(np.int32)).resize((w, h), Image.NEAREST)) for s in segs]
-    save_png(boundary_map(segs, rule), dst/'masks'/f'{img_path.stem}.png')
-    save_png(img, dst/'images'/f'{img_path.stem}.png')
+    save_image(boundary_map(segs, rule), dst/'masks'/f'{img_path.stem}.png')
+    save_image(img, dst/'images'/f'{img_path.stem}.png')
     return 'done'
 
 def prepare_bsds500(src, # BSDS500 folder with images/<split>/ and groundTruth/<split>/

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageColor
 from fastcore.meta import delegates
-from .core import BadInputError, MaskMap, read_array, save_png, atomic_write, is_image_file
-from .prepare import run_steps
+from .core import BadInputError, MaskMap, read_array, save_image, atomic_write, is_image_file
+from .preparation import run_steps
 from .data import segmentation_dls
-from .train import train_segmentation
+from .train import train_segmentation, whole_frames
 from .distributed import main_first
 
 # %% auto #0
@@ -48,7 +48,7 @@ def _split_one(item:tuple, mmap:MaskMap)->str:
     if img.exists() and msk.exists(): return 'skipped'
     try: photo, label = split_pair(read_array(src), src)
     except BadInputError as e: return str(e)
-    save_png(np.ascontiguousarray(photo), img); save_png(mmap(label, fname=src), msk)
+    save_image(np.ascontiguousarray(photo), img); save_image(mmap(label, fname=src), msk)
     return 'done'
 
 def prepare_cityscapes(src, # folder with train/ and val/ of photo|label JPEGs
@@ -90,7 +90,7 @@ def train_cityscapes(path, # Cityscapes pairs (train/ and val/ photo|label JPEGs
                     ):
     "Train a U-Net on Cityscapes pairs; reports accuracy without void and mIoU"
     dls = cityscapes_dls(cityscapes_prepared(path, Path(out)/'data'), size=size, bs=bs)
-    return train_segmentation(dls, out=out, predict_defaults={'size': size, 'tile': 0}, **kwargs)
+    return train_segmentation(dls, out=out, predict_defaults=whole_frames(size), **kwargs)
 
 # %% ../nbs/12_cityscapes.ipynb #2eac6529
 def make_cityscapes_pair(seed:int, size:int=256)->tuple: # (pair (size, 2·size, 3) uint8, class ids (size, size))

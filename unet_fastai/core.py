@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #099bd138
 from __future__ import annotations
-import json, logging, os, re, sys, tempfile, warnings
+import json, logging, os, re, struct, sys, tempfile, warnings, zlib
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -14,8 +14,8 @@ from fastcore.script import anno_parser
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'GDAL_CACHE', 'SCALE16', 'BadInputError', 'is_image_file', 'gdal_env', 'default_bands', 'to_uint8',
            'Raster', 'resize_bands', 'parse_bands', 'read_array', 'image_size', 'read_image', 'MaskMap', 'mask_map',
-           'read_mask', 'atomic_write', 'save_png', 'geotiff_writer', 'feature_collection', 'save_tiff', 'save_image',
-           'remove_temporaries', 'run_cli']
+           'read_mask', 'atomic_write', 'image_path', 'image_writer', 'save_image', 'geotiff_writer',
+           'feature_collection', 'remove_temporaries', 'console_progress', 'run_cli']
 
 # %% ../nbs/00_core.ipynb #25202a35
 IMAGE_EXTS = ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.jp2', '.vrt')
@@ -54,8 +54,10 @@ def _plain(e)->str:
     return str(e).replace('Read failed. See previous exception for details.', 'the pixel data ends early or is damaged')
 
 def _undecodable(path, e):
-    return BadInputError(f"{path}: cannot be decoded ({type(e).__name__}: {_plain(e)}); the file is corrupt or "
-                         "truncated: re-export or re-download it")
+    "The error of a file its reader cannot decode: what is wrong and what to do first, the reader's own words after"
+    said = _plain(e).replace(f'{path}: ', '').replace(f'{Path(path).name}: ', '').strip() or type(e).__name__
+    return BadInputError(f"{path}: cannot be decoded: the file is corrupt or truncated; re-export or re-download it "
+                         f"(the reader said: {said})")
 
 GDAL_CACHE = 256 << 20  # bytes of GDAL's block cache; its default, 5 % of the RAM, would grow with the scene
 
@@ -371,13 +373,81 @@ def atomic_write(path):
         Path(tmp).unlink(missing_ok=True)
         raise
 
-def save_png(arr:np.ndarray, # uint8 (H,W) or (H,W,3)
-             path, # destination; its folder is created
-             compress_level=1, # zlib level: 1 is fast, 9 is small
-            )->Path:
-    "Write `arr` to `path` as PNG under a temporary name, then rename: never a truncated file"
-    with atomic_write(path) as tmp: Image.fromarray(arr).save(tmp, format='PNG', compress_level=compress_level)
-    return Path(path)
+def image_path(path, bands:int)->Path:
+    "Where an image of `bands` bands is written: `path` as PNG for gray and RGB, with the suffix .tif for other band counts"
+    return Path(path) if bands in (1, 3) else Path(path).with_suffix('.tif')
+
+class _Rows:
+    "Rows appended to an image file, top to bottom; `rows` counts them"
+    def __init__(self, path, height, width, bands, level): self.path, self.shape, self.rows = path, (height, width, bands), 0
+    def write(self, a:np.ndarray):
+        "Append rows `a`, uint8 (rows, width) or (rows, width, bands)"
+        h, w, c = self.shape
+        fits = a.shape[1:] == (w, c) or (c == 1 and a.shape[1:] == (w,))
+        if a.dtype != np.uint8 or not fits or self.rows + len(a) > h:
+            raise ValueError(f"{self.path}: rows of shape {a.shape} ({a.dtype}) do not fit a {w}×{h} image of {c} band(s) at row {self.rows}")
+        self._write(np.ascontiguousarray(a).reshape(len(a), w, c))
+        self.rows += len(a)
+
+def _png_chunk(f, kind:bytes, data)->None:
+    f.write(struct.pack('>I', len(data)) + kind); f.write(data); f.write(struct.pack('>I', zlib.crc32(data, zlib.crc32(kind))))
+
+class _PngRows(_Rows):
+    "8-bit gray or RGB PNG written as rows come: each row 'Up'-filtered (minus the row above), one zlib stream"
+    def __init__(self, path, height, width, bands, level):
+        super().__init__(path, height, width, bands, level)
+        self.f, self.z, self.prev = open(path, 'wb'), zlib.compressobj(level), np.zeros((1, width * bands), np.uint8)
+        self.f.write(b'\x89PNG\r\n\x1a\n')
+        _png_chunk(self.f, b'IHDR', struct.pack('>IIBBBBB', width, height, 8, {1: 0, 3: 2}[bands], 0, 0, 0))
+    def _write(self, a):
+        a = a.reshape(len(a), -1)
+        out = np.empty((len(a), a.shape[1] + 1), np.uint8)
+        out[:, 0] = 2  # PNG filter type 'Up'
+        np.subtract(a, np.concatenate([self.prev, a[:-1]]), out=out[:, 1:])  # modulo 256, as PNG defines it
+        self.prev = a[-1:].copy()
+        data = self.z.compress(out)
+        if data: _png_chunk(self.f, b'IDAT', data)
+    def close(self, ok=True):
+        if ok: _png_chunk(self.f, b'IDAT', self.z.flush()); _png_chunk(self.f, b'IEND', b'')
+        self.f.close()
+
+class _TiffRows(_Rows):
+    "A TIFF of any number of bands (DEFLATE) written as rows come, through rasterio"
+    def __init__(self, path, height, width, bands, level):
+        import rasterio
+        super().__init__(path, height, width, bands, level)
+        self.ds = rasterio.open(path, 'w', driver='GTiff', height=height, width=width, count=bands, dtype='uint8',
+                                compress='deflate', zlevel=level, photometric='minisblack')
+    def _write(self, a):
+        from rasterio.windows import Window
+        self.ds.write(np.moveaxis(a, -1, 0), window=Window(0, self.rows, a.shape[1], len(a)))
+    def close(self, ok=True): self.ds.close()
+
+@contextmanager
+def image_writer(path, # destination (PNG; the suffix becomes .tif for other than 1 or 3 bands, see `image_path`)
+                 height:int, width:int, bands:int=3,
+                 compress_level:int=1, # zlib level: 1 is fast, 9 is small
+                ):
+    "Yield a writer whose `write(rows)` appends uint8 rows; the file appears, whole, when all `height` rows have come"
+    path = image_path(path, bands)
+    with atomic_write(path) as tmp, warnings.catch_warnings(), gdal_env():
+        from rasterio.errors import NotGeoreferencedWarning
+        warnings.simplefilter('ignore', NotGeoreferencedWarning)
+        w = (_PngRows if bands in (1, 3) else _TiffRows)(tmp, height, width, bands, compress_level)
+        w.path = path
+        try:
+            yield w
+            if w.rows != height: raise ValueError(f"{path}: {w.rows} of its {height} rows were written")
+        except BaseException: w.close(ok=False); raise
+        w.close()
+
+def save_image(arr:np.ndarray, # uint8 (H,W) or (H,W,bands)
+               path, # destination; its folder is created
+               compress_level=1, # zlib level: 1 is fast, 9 is small
+              )->Path: # where it was written: PNG for gray and RGB, TIFF (.tif) for other band counts
+    "Write `arr` whole through `image_writer`: under a temporary name, then renamed, never a truncated file"
+    with image_writer(path, *arr.shape[:2], 1 if arr.ndim == 2 else arr.shape[-1], compress_level) as w: w.write(arr)
+    return w.path
 
 @contextmanager
 def geotiff_writer(path, # the GeoTIFF to write
@@ -409,35 +479,44 @@ def feature_collection(features:list, # GeoJSON features
     if crs is not None and crs.to_epsg(): fc['crs'] = dict(type='name', properties=dict(name=f'urn:ogc:def:crs:EPSG::{crs.to_epsg()}'))
     return fc
 
-def save_tiff(arr:np.ndarray, # (H,W) or (H,W,bands), any number of bands
-              path, # destination; its folder is created
-             )->Path:
-    "Write `arr` to `path` as a TIFF (DEFLATE) under a temporary name, then rename: for images of more bands than PNG holds"
-    import tifffile
-    with atomic_write(path) as tmp: tifffile.imwrite(tmp, arr, photometric='minisblack', planarconfig='contig', compression='zlib')
-    return Path(path)
-
-def save_image(arr:np.ndarray, path)->Path:
-    "`save_png` for gray and RGB, `save_tiff` for other band counts (then `path` gets the suffix .tif)"
-    if arr.ndim == 2 or arr.shape[-1] == 3: return save_png(arr, path)
-    return save_tiff(arr, Path(path).with_suffix('.tif'))
-
 def remove_temporaries(folder)->int:
-    "Delete the leftovers of interrupted `save_png` calls under `folder`; returns how many"
+    "Delete the leftovers of interrupted writes (`atomic_write`) under `folder`; returns how many"
     found = list(Path(folder).rglob('.*.tmp')) if Path(folder).exists() else []
     for p in found: p.unlink(missing_ok=True)
     return len(found)
 
 # %% ../nbs/00_core.ipynb #cd5128af
+@contextmanager
+def console_progress(show:bool=None, # draw the bars (default: stderr is a terminal, or UNET_FASTAI_PROGRESS=1; =0: never)
+                    ):
+    """fastprogress's console bars (fastcore's `parallel`, fastai's training) drawn on stderr, and only when it is a
+    terminal: a redirected log gets no bar lines; fastai's table of epochs stays on stdout"""
+    import builtins, fastprogress.fastprogress as fp
+    env = os.environ.get('UNET_FASTAI_PROGRESS', '')
+    if show is None: show = env == '1' or (env != '0' and sys.stderr.isatty())
+    err = (lambda *a, **k: builtins.print(*a, **{**k, 'file': sys.stderr})) if show else (lambda *a, **k: None)
+    saved = fp.NO_BAR, fp.WRITER_FN, fp.print_and_maybe_save
+    fp.NO_BAR, fp.WRITER_FN, fp.print, fp.print_and_maybe_save = not show, err, err, builtins.print
+    try: yield
+    finally:
+        (fp.NO_BAR, fp.WRITER_FN, fp.print_and_maybe_save), _ = saved, fp.__dict__.pop('print', None)
+
 def run_cli(func, # function whose docmented parameters are the command's arguments
             argv=None, # arguments (default: `sys.argv[1:]`)
            ):
-    "Run `func` as a command line program"
+    "Run `func` as a command line program: bad input and Ctrl-C are one line each on stderr, warnings too"
     argv = sys.argv[1:] if argv is None else argv
     argv = [re.sub(r'^--([\w-]+)', lambda m: '--' + m[1].replace('-', '_'), a) for a in argv]
     args = vars(anno_parser(func, prog=func.__name__).parse_args(argv))
     args.pop('pdb', None); args.pop('xtra', None)
-    try: return func(**args)
+    show = warnings.showwarning
+    warnings.showwarning = lambda msg, *a, **k: print(f'warning: {msg}', file=sys.stderr)
+    try:
+        with console_progress(): return func(**args)
     except BadInputError as e:
         for line in str(e).splitlines(): print(f'error: {line}', file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print(f'{func.__name__}: interrupted; files already finished are kept', file=sys.stderr)
+        sys.exit(130)
+    finally: warnings.showwarning = show

@@ -11,7 +11,7 @@ from fastai.vision.all import (DataBlock, ImageBlock, MaskBlock, PILMask, IndexS
 import json, torch
 from fastai.vision.all import TensorImage, TransformBlock, IntToFloatTensor, show_image
 from .core import BadInputError, mask_map, read_array, Raster
-from .prepare import files_by_stem, find_pairs, check_pair, parse_tile_name
+from .preparation import files_by_stem, find_pairs, check_pair, parse_tile_name
 
 # %% auto #0
 __all__ = ['AUGMENTATIONS', 'ROAD_CODES', 'MaskReader', 'MultiBandImage', 'MultiBandBlock', 'band_stats', 'seg_augs',

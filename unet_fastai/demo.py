@@ -8,7 +8,7 @@ from pathlib import Path
 from .core import run_cli
 import numpy as np
 from .synthetic import write_scenes, make_scene
-from .prepare import prepare
+from .preparation import prepare
 
 # %% auto #0
 __all__ = ['unet_fastai_demo', 'predict_new_scene', 'demo_cli']
@@ -18,7 +18,7 @@ def unet_fastai_demo(dest:str='data/demo', # working folder: scenes/, prepared/ 
                      scenes:int=4, # synthetic scenes to generate
                      scene_size:int=1500, # scene width and height in pixels
                      seed:int=0, # data set seed
-                     size:int=512, # resize scenes to size×size before tiling
+                     size:int=512, # rescale scenes so that their longer side is SIZE before tiling
                      tile:int=128, # tile size
                      workers:int=None, # processes for preparation (default: one per core)
                      epochs:int=6, # training epochs with everything trainable (0 and no frozen ones: prepare only)
@@ -56,11 +56,11 @@ def predict_new_scene(learn, out, seed=0, size=1500)->float:
     import torch
     from unet_fastai.predict import predict_scene, overlay
     from unet_fastai.metrics import relaxed_breakeven
-    from unet_fastai.core import save_png
+    from unet_fastai.core import save_image
     img, truth = make_scene(int(np.random.SeedSequence([seed, 10_000]).generate_state(1)[0]), size)
     mask, probs = predict_scene(learn, img)
     out = Path(out)
-    for name, a in (('scene', img), ('truth', truth), ('mask', mask * 255), ('overlay', overlay(img, mask))): save_png(a, out/f'{name}.png')
+    for name, a in (('scene', img), ('truth', truth), ('mask', mask * 255), ('overlay', overlay(img, mask))): save_image(a, out/f'{name}.png')
     return relaxed_breakeven(torch.from_numpy(probs[1].astype(np.float32)), torch.from_numpy(truth > 0))
 
 def demo_cli():

@@ -6,13 +6,11 @@
 from __future__ import annotations
 import json as _json
 import numpy as np
-import torch
 from fastprogress.fastprogress import progress_bar
 from .core import BadInputError, mask_map, read_mask, run_cli, atomic_write, parse_bands
-from .prepare import files_by_stem
-from .metrics import confusion_matrix, cm_report, RelaxedCounts, n_classes
-from .predict import predict_scene, load_model, check_images, NODATA
-from .models import learner_codes
+from .preparation import files_by_stem
+from .predict import predict_scene, load_model, check_model, check_images, NODATA
+# torch and the metrics are imported in `evaluate_scenes`, so that the command line checks its files first
 
 # %% auto #0
 __all__ = ['scene_pairs', 'evaluate_scenes', 'format_results', 'unet_fastai_evaluate', 'evaluate_cli']
@@ -34,6 +32,9 @@ def evaluate_scenes(learn, # learner (or `OnnxSegmenter`)
                     **kwargs, # passed to `predict_scene` (tile, overlap, bs, size, scale, bands, nodata)
                    )->dict:
     "Whole-scene accuracy (void and no-data excluded), IoU per class, mIoU, Dice and, for 2 classes, the relaxed breakeven"
+    import torch
+    from unet_fastai.metrics import confusion_matrix, cm_report, RelaxedCounts, n_classes
+    from unet_fastai.models import learner_codes
     codes = learner_codes(learn)
     n, void = len(codes), getattr(learn, 'void', None) if void is None else void
     mm = mask_map(('binary' if n == 2 else 'identity') if mmap == 'auto' else mmap)
@@ -83,13 +84,15 @@ def unet_fastai_evaluate(model:str, # exported learner (model.pkl) or ONNX model
                          tile:int=None, # tile size (default: the model's training tiles)
                          overlap:int=None, # tile overlap (default: tile // 4)
                          bs:int=8, # tiles per forward pass
-                         size:int=None, # rescale scenes to size×size for the model (default: as in training)
+                         size:int=None, # rescale scenes so that their longer side is SIZE for the model (default: as in training)
                          bands:str=None, # bands to read, numbered from 1, e.g. 1,2,3 (default: those of training, else the first three)
                          nodata:int=None, # pixel value that marks no-data where every band has it, e.g. 255 (white): left out
                         )->dict:
     "Evaluate a trained U-Net on whole scenes: accuracy, IoU, Dice, relaxed breakeven"
     if not (images and masks): raise BadInputError("pass --images DIR and --masks DIR")
-    r = evaluate_scenes(load_model(model), scene_pairs(images, masks, mask_suffix), mmap=mask_map, rho=relaxed,
+    pairs = scene_pairs(images, masks, mask_suffix)
+    check_model(model); check_images([p for pair in pairs for p in pair])  # before torch and the model load
+    r = evaluate_scenes(load_model(model), pairs, mmap=mask_map, rho=relaxed,
                         tile=tile, overlap=overlap, bs=bs, size=size, bands=parse_bands(bands), nodata=nodata)
     print(format_results(r))
     if json:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastcore.meta import delegates
 from .data import pairs_dls
 from .metrics import acc_novoid, miou, dice
-from .train import train_segmentation
+from .train import train_segmentation, whole_frames
 
 # %% auto #0
 __all__ = ['PENNFUDAN_CODES', 'pennfudan_dls', 'train_pennfudan']
@@ -35,4 +35,4 @@ def train_pennfudan(path, # Penn-Fudan folder (PNGImages/ and PedMasks/)
     "Train a U-Net on Penn-Fudan; reports pixel accuracy, mIoU and Dice of the person class"
     dls = pennfudan_dls(path, size=size, bs=bs)
     return train_segmentation(dls, out=out, epochs=epochs, metrics=[acc_novoid(2), miou(2), dice()],
-                              predict_defaults={'size': size, 'tile': 0}, **kwargs)
+                              predict_defaults=whole_frames(size), **kwargs)

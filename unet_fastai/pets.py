@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastcore.meta import delegates
 from .data import pairs_dls
 from .metrics import acc_novoid, miou, dice
-from .train import train_segmentation, BCEDiceLoss
+from .train import train_segmentation, BCEDiceLoss, whole_frames
 
 # %% auto #0
 __all__ = ['PET_CODES', 'BORDER', 'is_dog', 'pets_dls', 'train_pets', 'train_dogs']
@@ -47,7 +47,7 @@ def train_pets(path, # Oxford-IIIT Pet folder (images/ and annotations/trimaps/)
     dls = pets_dls(path, border=border, dogs_only=dogs_only, size=size, bs=bs, seed=seed)
     extra = dict(n_out=1, loss_func=BCEDiceLoss(void=dls.void)) if bce_dice else {}
     return train_segmentation(dls, out=out, metrics=[acc_novoid(2, dls.void), miou(2, dls.void), dice(dls.void)],
-                              monitor='dice', predict_defaults={'size': size, 'tile': 0}, **extra, **kwargs)
+                              monitor='dice', predict_defaults=whole_frames(size), **extra, **kwargs)
 
 @delegates(train_pets, but=['dogs_only', 'bce_dice'])
 def train_dogs(path, # Oxford-IIIT Pet folder

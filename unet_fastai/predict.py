@@ -4,23 +4,21 @@
 
 # %% ../nbs/07_predict.ipynb #ef3d539c
 from __future__ import annotations
+import json, os, warnings
 from pathlib import Path
 import numpy as np
-import torch
-import json
 from contextlib import ExitStack
 from fastcore.script import Param
 from fastprogress.fastprogress import progress_bar
-from .core import (BadInputError, Raster, read_image, save_png, is_image_file, image_size, run_cli,
+from .core import (BadInputError, Raster, read_image, save_image, is_image_file, image_size, run_cli,
                               geotiff_writer, atomic_write, parse_bands, feature_collection)
-from .prepare import tile_starts
-from .metrics import class_probs
-from .models import learner_codes, input_stats, learner_n_in
+from .preparation import tile_starts, scaled_shape
+# torch, fastai and the model are imported where they are used, so that the command line checks its files first
 
 # %% auto #0
-__all__ = ['NODATA', 'PALETTE', 'FORMATS', 'scene_rgb', 'blend_window', 'resize_bilinear', 'model_bands', 'predict_strips',
-           'predict_scene', 'predict_geotiff', 'mask_polygons', 'overlay', 'image_files', 'load_model', 'check_images',
-           'unet_fastai_predict', 'predict_cli']
+__all__ = ['NODATA', 'PALETTE', 'PICKLE_NOTE', 'FORMATS', 'scene_rgb', 'blend_window', 'resize_bilinear', 'model_bands',
+           'predict_strips', 'predict_scene', 'predict_geotiff', 'mask_polygons', 'overlay', 'image_files',
+           'check_model', 'load_model', 'check_images', 'unet_fastai_predict', 'predict_cli']
 
 # %% ../nbs/07_predict.ipynb #e6e2afde
 def scene_rgb(image)->np.ndarray:
@@ -60,6 +58,9 @@ def resize_bilinear(p:np.ndarray, # (C, h, w) map, or rows `top`.. of an `in_h`-
 # %% ../nbs/07_predict.ipynb #9e9f9374
 def _model_fn(learn):
     "uint8 tiles (n, h, w, c) → class probabilities (n, C, h, w) float32: the learner's normalisation, device, bf16 on a GPU"
+    import torch
+    from unet_fastai.metrics import class_probs
+    from unet_fastai.models import input_stats
     model = learn.model.eval()
     dev = next(model.parameters()).device
     mean, std = (t.to(dev) for t in input_stats(learn))
@@ -74,10 +75,8 @@ def _model_fn(learn):
 NODATA = 255
 
 def _model_size(h, w, size, scale)->tuple:
-    "The scene's size for the model: `size` (int or (h, w)), or `scale` × its size, or its size"
-    if size: return (size, size) if isinstance(size, int) else tuple(size)
-    if scale and scale != 1: return max(1, round(h * scale)), max(1, round(w * scale))
-    return h, w
+    "The scene's size for the model: `size` (an int: the longer side, as `prepare` rescales; or (h, w)), or `scale` × its size"
+    return tuple(size) if isinstance(size, (tuple, list)) else scaled_shape(h, w, size, scale)
 
 def _model_rows(raster, hm, wm, min_w):
     "A function (r0, r1) → rows of the rescaled scene, RGB (gray repeated), edge-padded past row hm and to min_w columns"
@@ -153,10 +152,11 @@ def predict_strips(learn, # a fastai U-Net learner from `train_segmentation` or 
                    tile:int=None, # tile size in model pixels, a multiple of 32; 0: the whole image at once
                    overlap:int=None, # pixels shared by neighbouring tiles (default: tile // 4)
                    bs:int=8, # tiles per forward pass (memory grows with it: about 20 MB a 128×128 tile for a ResNet34 U-Net)
-                   size=None, # rescale the scene to size×size (int) or (h, w) first, as in preparation
+                   size=None, # rescale the scene first: an int is its longer side (aspect ratio kept, as `prepare`), or (h, w)
                    scale:float=None, # or rescale by this factor
                   ):
     "Yield (rows, class mask (rows, W) uint8, probabilities (C, rows, W) float32) of a scene, top to bottom"
+    from unet_fastai.models import learner_codes, learner_n_in
     d = getattr(learn, 'predict_defaults', {}) or {}
     tile = d.get('tile', 0) if tile is None else tile
     if size is None and scale is None: size, scale = d.get('size'), d.get('scale')
@@ -187,6 +187,7 @@ def predict_scene(learn, # a learner or `OnnxSegmenter`, as for `predict_strips`
                   **kwargs, # tile, overlap, bs, size, scale: see `predict_strips`
                  )->tuple: # (class mask uint8 (H,W), probabilities float16 (C,H,W) or None), at the input size
     "Class mask and probabilities of a scene of any size, by blended sliding-window prediction"
+    from unet_fastai.models import learner_codes
     scene = _scene(learn, image, bands, nodata)
     mask = np.empty((scene.height, scene.width), np.uint8)
     probs = np.empty((len(learner_codes(learn)), scene.height, scene.width), np.float16) if with_probs else None
@@ -210,6 +211,7 @@ def predict_geotiff(learn, # a learner or `OnnxSegmenter`
                    ):
     "Stream the prediction of `scene` into Cloud-Optimised GeoTIFFs with its CRS and transform"
     from rasterio.windows import Window
+    from unet_fastai.models import learner_codes
     codes = learner_codes(learn)
     with ExitStack() as stack:
         m = stack.enter_context(geotiff_writer(mask_path, scene, nodata=NODATA))
@@ -257,14 +259,38 @@ def image_files(inputs)->list:
         else: files.append(i)
     return files
 
+def check_model(model)->Path:
+    "`model` if it looks like a model file (checked without loading torch); else a `BadInputError` saying what it is"
+    p = Path(model)
+    if not p.is_file(): raise BadInputError(f"{p}: model file not found; pass the model.pkl written by training (or a .onnx)")
+    if p.stat().st_size == 0: raise BadInputError(f"{p}: empty file (0 bytes); export the model again")
+    with open(p, 'rb') as f: head = f.read(4)
+    if p.suffix.lower() != '.onnx' and head != b'PK\x03\x04':  # `learn.export` writes torch's zip format
+        raise BadInputError(f"{p}: not a model exported by fastai (`learn.export`, the model.pkl of training); pass that file")
+    return p
+
+PICKLE_NOTE = ("a model.pkl is loaded with Python's pickle, which runs the code inside it: load only models you trust "
+               "(or use the .onnx export). This note is shown once.")
+
+def _pickle_note():
+    "fastai's warning about pickle, said once per user (a mark in ~/.cache/unet_fastai) instead of on every load"
+    mark = Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'unet_fastai'/'pickle-note-shown'
+    if mark.exists(): return
+    warnings.warn(PICKLE_NOTE, stacklevel=3)
+    try: mark.parent.mkdir(parents=True, exist_ok=True); mark.touch()
+    except OSError: pass  # a read-only home: shown again next time
+
 def load_model(model):
     "An exported learner (model.pkl, on the GPU when there is one) or an ONNX model (.onnx, see `export_onnx`)"
-    if not Path(model).is_file(): raise BadInputError(f"{model}: model file not found; pass the model.pkl written by training")
-    if Path(model).suffix.lower() == '.onnx':
+    if check_model(model).suffix.lower() == '.onnx':
         from unet_fastai.onnx import OnnxSegmenter
         return OnnxSegmenter(model)
+    import torch
     from fastai.learner import load_learner
-    return load_learner(model, cpu=not torch.cuda.is_available())
+    _pickle_note()
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='load_learner` uses')
+        return load_learner(model, cpu=not torch.cuda.is_available())
 
 def check_images(files, skip_bad=False)->tuple:
     "(usable files, messages for bad ones); raises `BadInputError` for bad ones unless `skip_bad`"
@@ -283,7 +309,7 @@ def unet_fastai_predict(model:str, # exported learner (model.pkl) or ONNX model 
                         tile:int=None, # tile size (default: the model's training tiles; 0: whole image)
                         overlap:int=None, # tile overlap (default: tile // 4)
                         bs:int=8, # tiles per forward pass
-                        size:int=None, # rescale scenes to size×size for the model (default: as in training)
+                        size:int=None, # rescale scenes so that their longer side is SIZE for the model (default: as in training)
                         scale:float=None, # or rescale by this factor
                         format:str='auto', # 'auto' (GeoTIFF for georeferenced scenes, else PNG), 'tif' or 'png'
                         probs:bool=False, # GeoTIFF outputs: also the class probabilities, <stem>_probs.tif
@@ -295,9 +321,11 @@ def unet_fastai_predict(model:str, # exported learner (model.pkl) or ONNX model 
                        ):
     "Predict class masks and overlays for images of any size with a trained U-Net; GeoTIFFs in, GeoTIFFs out"
     if format not in FORMATS: raise BadInputError(f"--format {format}: use one of {', '.join(FORMATS)}")
-    learn, out, bands = load_model(model), Path(out), parse_bands(bands)
+    check_model(model)  # the files first: a wrong path fails before torch and the model load
     files, bad = check_images(image_files(inputs), skip_bad)
     if not files and not bad: raise BadInputError(f"{' '.join(inputs)}: no images found")
+    from unet_fastai.models import learner_codes
+    learn, out, bands = load_model(model), Path(out), parse_bands(bands)
     for f in progress_bar(files, leave=False):
         with _scene(learn, f, bands, nodata) as scene:
             kw = dict(tile=tile, overlap=overlap, bs=bs, size=size, scale=scale)
@@ -307,8 +335,8 @@ def unet_fastai_predict(model:str, # exported learner (model.pkl) or ONNX model 
                 continue
             mask, _ = predict_scene(learn, scene, with_probs=False, **kw)
             img = scene.image()  # decoded already (PNG/JPEG are read whole)
-        save_png((mask == 1).astype(np.uint8) * 255 if binary_255 and len(learner_codes(learn)) == 2 else mask, out/f'{f.stem}_mask.png')
-        save_png(overlay(img, mask), out/f'{f.stem}_overlay.png')
+        save_image((mask == 1).astype(np.uint8) * 255 if binary_255 and len(learner_codes(learn)) == 2 else mask, out/f'{f.stem}_mask.png')
+        save_image(overlay(img, mask), out/f'{f.stem}_overlay.png')
     print(f"{len(files)} images predicted into {out}")
     for m in bad: print(f"skipped: {m}")
     return files

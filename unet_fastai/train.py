@@ -34,8 +34,8 @@ __all__ = ['CHECKPOINT', 'NOT_OPTIONS', 'PretrainedWeightsError', 'hub_weights_f
            'BCEDiceLoss', 'read_history', 'plot_history', 'show_predictions', 'save_fig', 'run_options',
            'read_checkpoint', 'seed_training', 'random_states', 'set_random_states', 'load_weights', 'Checkpoint',
            'SkipEpochs', 'fit_phases', 'train_segmentation', 'evaluate', 'train_camvid', 'train_roads', 'train_pairs',
-           'prepared_scale', 'option_names', 'option_type', 'check_values', 'check_options', 'load_yaml', 'read_config',
-           'train_from_config']
+           'whole_frames', 'prepared_scale', 'option_names', 'option_type', 'check_values', 'check_options',
+           'load_yaml', 'read_config', 'train_from_config']
 
 # %% ../nbs/06_train.ipynb #6e0515fa
 class PretrainedWeightsError(BadInputError):
@@ -447,7 +447,7 @@ def train_camvid(path=None, # CamVid folder (SegNet or fastai layout); None down
     "Train a U-Net on CamVid (11 classes, void ignored); reports accuracy without void and mIoU"
     dls = camvid_dls(path, size=size, bs=bs, n_train=n_train, n_valid=n_valid)
     return train_segmentation(dls, out=out, epochs=epochs, freeze_epochs=freeze_epochs,
-                              predict_defaults={'size': size, 'tile': 0}, **kwargs)  # whole frames, resized as in training
+                              predict_defaults=whole_frames(size), **kwargs)
 
 @delegates(train_segmentation, but=['predict_defaults'])
 def train_roads(path='data/demo/prepared', # prepared folder (with tiles/) or images/ + masks/ tiles
@@ -478,19 +478,24 @@ def train_pairs(path, # folder of image/mask pairs: images/ + masks/, sat/ + map
     "Train a U-Net on any folder of image/mask pairs"
     dls = pairs_dls(path, codes=list(codes), mmap=mask_map, mask_suffix=mask_suffix, void=void, size=size, aug=aug, bs=bs,
                     valid_pct=valid_pct, seed=seed)
-    return train_segmentation(dls, out=out, predict_defaults={'size': size, 'tile': 0} if size else {}, **kwargs)
+    return train_segmentation(dls, out=out, predict_defaults=whole_frames(size) if size else {}, **kwargs)
+
+def whole_frames(size)->dict:
+    "`predict_defaults` of a model trained on whole frames that a DataBlock resized to `size` (an int is a square, as in fastai)"
+    return {'size': (size, size) if isinstance(size, int) else tuple(size), 'tile': 0}
 
 def prepared_scale(path)->dict:
     """How whole scenes must be rescaled and tiled to match the tiles `prepare` made in `path` (from its prepare.json):
-    a `scale` factor when all scenes had one square size (so larger scenes of the same ground resolution keep it),
-    else the `size` every scene was resized to"""
+    its `scale` factor, or one computed when all scenes had one longer side (so larger scenes of the same ground
+    resolution keep it), else the longer side (`size`) every scene was rescaled to"""
     f = Path(path)/'prepare.json'
     if not f.is_file(): return {}
     p = json.loads(f.read_text())
     d = {'tile': p['tile']} if p['tile'] else {}
     if p.get('bands'): d['bands'] = p['bands']  # the bands the tiles were made of
-    sides = p.get('scene_sizes', [])
-    if p['size'] and len(sides) == 1 and sides[0][0] == sides[0][1]: d['scale'] = p['size'] / sides[0][0]
+    longest = {max(s) for s in p.get('scene_sizes', [])}
+    if p.get('scale'): d['scale'] = p['scale']
+    elif p['size'] and len(longest) == 1: d['scale'] = p['size'] / longest.pop()
     elif p['size']: d['size'] = p['size']
     return d
 
