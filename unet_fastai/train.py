@@ -29,13 +29,14 @@ from .metrics import (acc_novoid, miou, dice, RelaxedMetric, ValidLoss, class_pr
                                  n_classes)
 
 # %% auto #0
-__all__ = ['CHECKPOINT', 'NOT_OPTIONS', 'PretrainedWeightsError', 'hub_weights_file', 'imagenet_state_dict',
-           'load_encoder_weights', 'default_metrics', 'torchvision_arch', 'CompileModel', 'seg_model', 'seg_learner',
-           'BCEDiceLoss', 'read_history', 'plot_history', 'show_predictions', 'save_fig', 'run_options',
-           'read_checkpoint', 'seed_training', 'random_states', 'set_random_states', 'load_weights', 'Checkpoint',
-           'SkipEpochs', 'fit_phases', 'train_segmentation', 'evaluate', 'train_camvid', 'train_roads', 'train_pairs',
-           'whole_frames', 'prepared_scale', 'option_names', 'option_type', 'check_values', 'check_options',
-           'load_yaml', 'read_config', 'train_from_config']
+__all__ = ['LOSSES', 'CHECKPOINT', 'NOT_OPTIONS', 'PretrainedWeightsError', 'hub_weights_file', 'imagenet_state_dict',
+           'load_encoder_weights', 'SegLoss', 'class_frequencies', 'median_frequency_weights', 'seg_loss',
+           'default_metrics', 'torchvision_arch', 'CompileModel', 'seg_model', 'seg_learner', 'BCEDiceLoss',
+           'read_history', 'plot_history', 'show_predictions', 'save_fig', 'run_options', 'read_checkpoint',
+           'seed_training', 'random_states', 'set_random_states', 'load_weights', 'Checkpoint', 'SkipEpochs',
+           'fit_phases', 'train_segmentation', 'evaluate', 'train_camvid', 'train_roads', 'train_pairs', 'whole_frames',
+           'prepared_scale', 'option_names', 'option_type', 'check_values', 'check_options', 'load_yaml', 'read_config',
+           'train_from_config']
 
 # %% ../nbs/06_train.ipynb #6e0515fa
 class PretrainedWeightsError(BadInputError):
@@ -71,6 +72,55 @@ def load_encoder_weights(model, # a DynamicUnet from `unet_learner`
     body = create_body(tv, n_in, True, model_meta[arch]['cut'])
     model[0].load_state_dict(body.state_dict())
 
+# %% ../nbs/06_train.ipynb #7f25a064
+class SegLoss(nn.Module):
+    "Cross-entropy over the classes (each weighted by `weight`, if given) + `dice_weight` × (1 − soft Dice averaged over the classes), void ignored"
+    def __init__(self, weight=None, # per-class weights of the cross-entropy, e.g. `median_frequency_weights(dls)`
+                 dice_weight:float=0., # weight of the Dice term (0: cross-entropy alone)
+                 void:int=None, # true class to ignore (left out of both terms and of the Dice average)
+                 smooth:float=1.): # added to each class's Dice numerator and denominator
+        super().__init__()
+        self.register_buffer('weight', None if weight is None else torch.as_tensor(np.asarray(weight), dtype=torch.float32))
+        self.dice_weight, self.void, self.smooth = dice_weight, void, smooth
+    def forward(self, out, targ):
+        out, targ = out.as_subclass(torch.Tensor).float(), targ.as_subclass(torch.Tensor).long()
+        ignore = -100 if self.void is None else self.void
+        loss = F.cross_entropy(out, targ, weight=self.weight, ignore_index=ignore)
+        if not self.dice_weight: return loss
+        keep = (targ != ignore).unsqueeze(1)
+        p = out.softmax(1) * keep
+        t = F.one_hot(torch.where(keep[:, 0], targ, 0), out.shape[1]).permute(0, 3, 1, 2) * keep
+        dice = (2 * (p * t).sum((0, 2, 3)) + self.smooth) / ((p + t).sum((0, 2, 3)) + self.smooth)
+        classes = [c for c in range(out.shape[1]) if c != self.void]
+        return loss + self.dice_weight * (1 - dice[classes].mean())
+    def activation(self, out): return out.softmax(1)
+    def decodes(self, probs): return probs.argmax(1)
+
+def class_frequencies(dls)->np.ndarray:
+    "Each class's pixels over the pixels of the training masks it appears in (void excluded), as SegNet counts; kept on `dls`"
+    if getattr(dls, 'class_freq', None) is None:
+        n, void = len(dls.codes), dls.void
+        count, seen = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        for m in dls.train_ds.tls[1]:  # the masks alone, as stored (not resized)
+            c = np.bincount(np.asarray(m).ravel(), minlength=n)[:n]
+            if void is not None: c[void] = 0
+            count += c; seen += (c > 0) * c.sum()
+        dls.class_freq = np.where(seen > 0, count / np.maximum(seen, 1), 0.)
+    return dls.class_freq
+
+def median_frequency_weights(dls)->np.ndarray:
+    "SegNet's class weights: the median class frequency over each class's own (classes absent from training, and void: 0)"
+    f = class_frequencies(dls)
+    return np.where(f > 0, np.median(f[f > 0]) / np.where(f > 0, f, 1), 0.).astype(np.float32)
+
+LOSSES = ('ce', 'ce+dice')
+
+def seg_loss(dls, loss:str='ce', class_weights:str=None)->SegLoss:
+    "The loss `seg_learner` trains with: `loss` one of `LOSSES`, `class_weights` None or 'median'"
+    if loss not in LOSSES: raise ValueError(f"loss={loss!r}: use one of {', '.join(LOSSES)}")
+    if class_weights not in (None, 'median'): raise ValueError(f"class_weights={class_weights!r}: use None or 'median'")
+    return SegLoss(median_frequency_weights(dls) if class_weights else None, float(loss == 'ce+dice'), dls.void)
+
 # %% ../nbs/06_train.ipynb #4155c9ea
 def default_metrics(dls)->list:
     "The metrics of the task: accuracy (without void) and mIoU; for 2 classes Dice, mIoU and relaxed breakeven"
@@ -104,7 +154,9 @@ def seg_learner(dls, # from `segmentation_dls` (has `.codes` and `.void`)
                 weights_path:str=None, # local ImageNet weights file for `arch`
                 decoder='lean', # 'lean' (`lean_unet`) or 'dynamic' (fastai's `DynamicUnet` via `unet_learner`)
                 metrics=None, # default: `default_metrics(dls)`
-                loss_func=None, # default: cross-entropy over the classes, void ignored
+                loss_func=None, # a loss of your own; default: `seg_loss(dls, loss, class_weights)`
+                loss:str='ce', # 'ce' (cross-entropy) or 'ce+dice' (+ 1 − soft Dice over the classes), void ignored
+                class_weights:str=None, # None, or 'median': SegNet's median-frequency class weights in the cross-entropy
                 n_out:int=None, # output channels (default: one per class)
                 path='models', # folder for the model and its files
                 channels_last:bool=True, # train in channels_last memory format
@@ -118,7 +170,7 @@ def seg_learner(dls, # from `segmentation_dls` (has `.codes` and `.void`)
         raise ValueError("arch='classic' has no ImageNet weights: pass pretrained=False (it trains from scratch)")
     sd = imagenet_state_dict(arch, weights_path) if pretrained else None
     n_out = ifnone(n_out, len(dls.codes))
-    loss_func = ifnone(loss_func, CrossEntropyLossFlat(axis=1, ignore_index=ifnone(dls.void, -100)))
+    loss_func = ifnone(loss_func, seg_loss(dls, loss, class_weights))
     metrics = ifnone(metrics, default_metrics(dls))
     if decoder == 'dynamic' and arch != 'classic':
         learn = unet_learner(dls, arch, pretrained=False, normalize=False, n_out=n_out, loss_func=loss_func,
