@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from unet_fastai.preparation import prepare
-from unet_fastai.synthetic import write_scenes
+from unet_fastai.synthetic import write_scenes, write_large_scene
 
 def naive(src, dst, size=512, tile=128):
     "The reference notebooks' loop: one scene at a time, Pillow throughout"
@@ -40,23 +40,6 @@ def same_pixels(a, b):
     tol = lambda f: 1 if 'images' in f.parts else 0
     return fa == fb and all(np.abs(np.asarray(Image.open(a/f)).astype(int) - np.asarray(Image.open(b/f))).max() <= tol(f) for f in fa), len(fa)
 
-def write_scene(src, size, rows=1000):
-    "A size x size RGB GeoTIFF (tiled, DEFLATE, EPSG:26986) and its 0/255 road mask, generated `rows` rows at a time"
-    import rasterio
-    from rasterio.transform import from_origin
-    from rasterio.windows import Window
-    for d in ('sat', 'map'): (src/d).mkdir(parents=True)
-    prof = dict(driver='GTiff', height=size, width=size, dtype='uint8', tiled=True, blockxsize=512, blockysize=512,
-                compress='deflate', crs='EPSG:26986', transform=from_origin(230000, 900000, 1, 1))
-    with rasterio.open(src/'sat/s.tif', 'w', count=3, **prof) as di, rasterio.open(src/'map/s.tif', 'w', count=1, **prof) as dm:
-        for y in range(0, size, rows):
-            n = min(rows, size - y)
-            yy, xx = np.mgrid[y:y + n, 0:size]
-            road = ((xx % 700) < 12) | ((yy % 900) < 12)
-            img = np.stack([(xx * 7 + yy) % 251, (xx + yy * 3) % 253, (xx ^ yy) % 255]).astype(np.uint8)
-            img[:, road] = 90
-            di.write(img, window=Window(0, y, size, n)); dm.write(road[None].astype(np.uint8) * 255, window=Window(0, y, size, n))
-
 PEAK = ("import re, sys, time; from unet_fastai.preparation import prepare; t = time.perf_counter(); "
         "prepare(sys.argv[1], sys.argv[2], workers=0, progress=False); "
         "print(time.perf_counter() - t, int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024)")
@@ -65,7 +48,7 @@ def big(root, size):
     "Time and peak RSS of preparing one size x size scene, and of a 600 x 600 one (the process itself)"
     print(f"\nmemory: one RGB GeoTIFF scene + mask, default --size 512, tiles of 128, one process (peak RSS = VmHWM)")
     for s in (600, size):
-        write_scene(root/f'big{s}', s)
+        write_large_scene(root/f'big{s}', s, s)
         r = subprocess.run([sys.executable, '-c', PEAK, str(root/f'big{s}'), str(root/f'big{s}_out')], capture_output=True, text=True)
         if r.returncode: raise SystemExit(r.stderr[-2000:])
         t, peak = map(float, r.stdout.split())

@@ -6,7 +6,7 @@ from PIL import Image
 from conftest import shared, command
 from unet_fastai.core import to_uint8
 from unet_fastai.preparation import prepare, assemble_tiles, read_tiles, parse_tile_name
-from unet_fastai.synthetic import write_scenes
+from unet_fastai.synthetic import write_scenes, write_large_scene
 
 def load(p): return np.asarray(Image.open(p))
 
@@ -146,20 +146,6 @@ def test_kill_then_rerun(tmp_path):
     assert files == sorted(p.relative_to(out) for p in out.rglob('*.png'))
     assert all((load(ref/f) == load(out/f)).all() for f in files)
 
-def write_tall_scene(src, h, w):
-    "A generated h×w RGB GeoTIFF scene (tiled, DEFLATE) and its road mask, written 1000 rows at a time"
-    import rasterio
-    from rasterio.windows import Window
-    for d in ('sat', 'map'): (src/d).mkdir(parents=True)
-    prof = dict(driver='GTiff', height=h, width=w, dtype='uint8', tiled=True, blockxsize=256, blockysize=256, compress='deflate',
-                crs='EPSG:26986', transform=rasterio.transform.from_origin(230000, 900000, 1, 1))
-    with rasterio.open(src/'sat/s.tif', 'w', count=3, **prof) as di, rasterio.open(src/'map/s.tif', 'w', count=1, **prof) as dm:
-        for y in range(0, h, 1000):
-            n = min(1000, h - y)
-            yy, xx = np.mgrid[y:y + n, 0:w]
-            di.write(np.stack([(xx * 7 + yy) % 251, (xx + yy * 3) % 253, (xx ^ yy) % 255]).astype(np.uint8), window=Window(0, y, w, n))
-            dm.write((((xx % 700) < 12) | ((yy % 900) < 12)).astype(np.uint8)[None] * 255, window=Window(0, y, w, n))
-
 PEAK = ("import re, sys; import unet_fastai.core as c; c.GDAL_CACHE = 16 << 20; from unet_fastai.preparation import prepare; "
         "prepare(sys.argv[1], sys.argv[2], size=0, scale=0.25, workers=0, progress=False); "
         "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024)")  # peak RSS of this process
@@ -169,7 +155,7 @@ def test_memory_does_not_grow_with_scene_rows(tmp_path):
     (measured: 119.8 → 121.1 MB here, 142.2 → 144.1 MB in a fresh CI environment, whose process is larger)"""
     peaks = {}
     for h in (2000, 16000):
-        write_tall_scene(tmp_path/f's{h}', h, 3000)
+        write_large_scene(tmp_path/f's{h}', h, 3000)
         r = subprocess.run([sys.executable, '-c', PEAK, str(tmp_path/f's{h}'), str(tmp_path/f'o{h}')], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-2000:]
         peaks[h] = int(r.stdout)

@@ -12,9 +12,9 @@ from PIL import Image
 from fastcore.script import anno_parser
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'GDAL_CACHE', 'SCALE16', 'BadInputError', 'is_image_file', 'gdal_env', 'default_bands', 'to_uint8',
-           'Raster', 'resize_bands', 'parse_bands', 'read_array', 'image_size', 'read_image', 'MaskMap', 'mask_map',
-           'read_mask', 'atomic_write', 'image_path', 'image_writer', 'save_image', 'geotiff_writer',
+__all__ = ['IMAGE_EXTS', 'GDAL_CACHE', 'SCALE16', 'BadInputError', 'is_image_file', 'file_head', 'gdal_env', 'default_bands',
+           'to_uint8', 'Raster', 'resize_bands', 'parse_bands', 'read_array', 'image_size', 'read_image', 'MaskMap',
+           'mask_map', 'read_mask', 'atomic_write', 'image_path', 'image_writer', 'save_image', 'geotiff_writer',
            'feature_collection', 'remove_temporaries', 'console_progress', 'run_cli']
 
 # %% ../nbs/00_core.ipynb #25202a35
@@ -41,13 +41,15 @@ def _quiet(*names):
     finally:
         for l, v in zip(logs, levels): l.setLevel(v)
 
-def _check_file(path)->bool:
-    "Raise `BadInputError` if `path` is missing or empty; return whether Pillow reads it (PNG, JPEG, GIF, BMP by their first bytes)"
+def file_head(path, # the file
+              what='file', # what it should be, for the message when it is missing
+              fix='check the path', # what to do then
+              n:int=4)->bytes: # its first `n` bytes, which tell its format
+    "The first bytes of `path`, read without decoding anything; `BadInputError` if it is missing or empty"
     path = Path(path)
-    if not path.is_file(): raise BadInputError(f"{path}: file not found; check the path")
+    if not path.is_file(): raise BadInputError(f"{path}: {what} not found; {fix}")
     if path.stat().st_size == 0: raise BadInputError(f"{path}: empty file (0 bytes); re-export or re-download it")
-    with open(path, 'rb') as f: head = f.read(4)
-    return head.startswith(_PIL_MAGIC)
+    with open(path, 'rb') as f: return f.read(n)
 
 def _plain(e)->str:
     "An exception's message without GDAL's pointers to other messages"
@@ -137,7 +139,7 @@ class Raster:
         else:
             self.path = self.name = Path(src)
             with _decoding(self.path):
-                if _check_file(self.path):
+                if file_head(self.path).startswith(_PIL_MAGIC):  # PNG, JPEG, GIF, BMP: Pillow
                     with Image.open(self.path) as im:
                         self.height, self.width = im.height, im.width
                         self.count = len(Image.new(_pil_mode(im, as_image), (1, 1)).getbands())
@@ -415,9 +417,12 @@ class _TiffRows(_Rows):
     "A TIFF of any number of bands (DEFLATE) written as rows come, through rasterio"
     def __init__(self, path, height, width, bands, level):
         import rasterio
+        from rasterio.errors import NotGeoreferencedWarning
         super().__init__(path, height, width, bands, level)
-        self.ds = rasterio.open(path, 'w', driver='GTiff', height=height, width=width, count=bands, dtype='uint8',
-                                compress='deflate', zlevel=level, photometric='minisblack')
+        with warnings.catch_warnings():  # a plain image: no CRS meant
+            warnings.simplefilter('ignore', NotGeoreferencedWarning)
+            self.ds = rasterio.open(path, 'w', driver='GTiff', height=height, width=width, count=bands, dtype='uint8',
+                                    compress='deflate', zlevel=level, photometric='minisblack')
     def _write(self, a):
         from rasterio.windows import Window
         self.ds.write(np.moveaxis(a, -1, 0), window=Window(0, self.rows, a.shape[1], len(a)))
@@ -430,9 +435,7 @@ def image_writer(path, # destination (PNG; the suffix becomes .tif for other tha
                 ):
     "Yield a writer whose `write(rows)` appends uint8 rows; the file appears, whole, when all `height` rows have come"
     path = image_path(path, bands)
-    with atomic_write(path) as tmp, warnings.catch_warnings(), gdal_env():
-        from rasterio.errors import NotGeoreferencedWarning
-        warnings.simplefilter('ignore', NotGeoreferencedWarning)
+    with atomic_write(path) as tmp:
         w = (_PngRows if bands in (1, 3) else _TiffRows)(tmp, height, width, bands, compress_level)
         w.path = path
         try:

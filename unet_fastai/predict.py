@@ -10,7 +10,7 @@ import numpy as np
 from contextlib import ExitStack
 from fastcore.script import Param
 from fastprogress.fastprogress import progress_bar
-from .core import (BadInputError, Raster, read_image, save_image, is_image_file, image_size, run_cli,
+from .core import (BadInputError, Raster, file_head, read_image, save_image, is_image_file, image_size, run_cli,
                               geotiff_writer, atomic_write, parse_bands, feature_collection)
 from .preparation import tile_starts, scaled_shape
 # torch, fastai and the model are imported where they are used, so that the command line checks its files first
@@ -261,10 +261,7 @@ def image_files(inputs)->list:
 
 def check_model(model)->Path:
     "`model` if it looks like a model file (checked without loading torch); else a `BadInputError` saying what it is"
-    p = Path(model)
-    if not p.is_file(): raise BadInputError(f"{p}: model file not found; pass the model.pkl written by training (or a .onnx)")
-    if p.stat().st_size == 0: raise BadInputError(f"{p}: empty file (0 bytes); export the model again")
-    with open(p, 'rb') as f: head = f.read(4)
+    p, head = Path(model), file_head(model, 'model file', 'pass the model.pkl written by training (or a .onnx)')
     if p.suffix.lower() != '.onnx' and head != b'PK\x03\x04':  # `learn.export` writes torch's zip format
         raise BadInputError(f"{p}: not a model exported by fastai (`learn.export`, the model.pkl of training); pass that file")
     return p

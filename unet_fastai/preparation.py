@@ -182,10 +182,9 @@ def _save_tiles(cut:dict, dst, stem, written:list):
         for k in ('images', 'masks'):
             if k in cut: written.append(save_image(cut[k][yx], dst/'tiles'/k/tile_name(stem, *yx)))
 
-def _write_scene(img, msk, mmap, stem, dst, out, resized, tile, overlap, written:list):
+def _write_scene(img, msk, mmap, stem, dst, out, kinds:dict, resized, tile, overlap, written:list):
     "Stream the scene into png/ (as it is), resized/ (at `out`) and tiles/, appending each file written to `written`"
-    shape, kinds = (img.height, img.width), {'images': len(img.bands), **({'masks': 1} if msk is not None else {})}
-    passes = {shape: ['png']}  # one pass over the scene for each size written
+    passes = {(img.height, img.width): ['png']}  # one pass over the scene for each size written
     passes.setdefault(out, []).extend(['resized'] * resized)
     for at, folders in passes.items():
         tilers = {} if tile and at == out else None
@@ -257,7 +256,7 @@ def prepare_scene(stem:str, # output name
         with atomic_write(marker) as t: t.write_text(json.dumps(record))
         written = []
         try:
-            _write_scene(img, msk, mask_map(mmap), stem, dst, out, bool(size or scale), tile, overlap, written)
+            _write_scene(img, msk, mask_map(mmap), stem, dst, out, kinds, bool(size or scale), tile, overlap, written)
             if tile and img.georeferenced:
                 index = dst/'tiles'/'index'/f'{stem}.geojson'
                 with atomic_write(index) as t: t.write_text(json.dumps(tile_index(written, img, out, tile, dst)))

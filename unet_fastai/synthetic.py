@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from .core import atomic_write
 
 # %% auto #0
-__all__ = ['make_scene', 'write_scenes']
+__all__ = ['make_scene', 'write_scenes', 'write_large_scene']
 
 # %% ../nbs/01_synthetic.ipynb #33f4086d
 def _noise(rng, size, cell, channels=3):
@@ -96,3 +96,28 @@ def write_scenes(dest, # folder that gets sat/ and map/
             with atomic_write(ip) as t: tifffile.imwrite(t, img, photometric='rgb')
         pairs.append((ip, mp))
     return pairs
+
+# %% ../nbs/01_synthetic.ipynb #17585942
+def write_large_scene(dest, # folder that gets sat/<stem>.tif and map/<stem>.tif
+                      height:int, width:int,
+                      stem:str='s', # file name
+                      rows:int=1000, # rows generated and written at a time (memory: ~40 B × width × rows)
+                     )->tuple: # (image, mask) paths
+    "A generated height×width RGB GeoTIFF scene and its road mask, written window by window"
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+    dest = Path(dest)
+    ip, mp = dest/'sat'/f'{stem}.tif', dest/'map'/f'{stem}.tif'
+    prof = dict(driver='GTiff', height=height, width=width, dtype='uint8', tiled=True, blockxsize=512, blockysize=512,
+                compress='deflate', crs='EPSG:26986', transform=from_origin(230000, 900000, 1, 1))
+    with atomic_write(ip) as ti, atomic_write(mp) as tm:
+        with rasterio.open(ti, 'w', count=3, **prof) as di, rasterio.open(tm, 'w', count=1, **prof) as dm:
+            for y in range(0, height, rows):
+                n = min(rows, height - y)
+                yy, xx = np.mgrid[y:y + n, 0:width]
+                road = ((xx % 700) < 12) | ((yy % 900) < 12)
+                img = np.stack([(xx * 7 + yy) % 251, (xx + yy * 3) % 253, (xx ^ yy) % 255]).astype(np.uint8)
+                img[:, road] = 90
+                di.write(img, window=Window(0, y, width, n)); dm.write(road[None].astype(np.uint8) * 255, window=Window(0, y, width, n))
+    return ip, mp

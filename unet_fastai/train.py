@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 from torch import nn
 import torch.nn.functional as F
 import torchvision
-from fastai.vision.all import (Learner, unet_learner, create_body, model_meta, CrossEntropyLossFlat, CSVLogger, Callback,
+from fastai.vision.all import (Learner, unet_learner, create_body, model_meta, CSVLogger, Callback,
                                TrackerCallback, CancelEpochException, ChannelsLast, L, minimum, steep,
                                valley, get_model, set_seed, rank_distrib, distrib_barrier)
 from torchvision.models import resnet34, get_model_weights
