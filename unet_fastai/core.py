@@ -12,10 +12,10 @@ from PIL import Image
 from fastcore.script import anno_parser
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'GDAL_CACHE', 'SCALE16', 'BadInputError', 'is_image_file', 'file_head', 'gdal_env', 'default_bands',
-           'to_uint8', 'Raster', 'resize_bands', 'parse_bands', 'read_array', 'image_size', 'read_image', 'MaskMap',
-           'mask_map', 'read_mask', 'atomic_write', 'image_path', 'image_writer', 'save_image', 'geotiff_writer',
-           'feature_collection', 'remove_temporaries', 'console_progress', 'run_cli']
+__all__ = ['IMAGE_EXTS', 'GDAL_CACHE', 'SCALE16', 'NODATA', 'BadInputError', 'is_image_file', 'file_head', 'gdal_env',
+           'default_bands', 'to_uint8', 'Raster', 'resize_bands', 'parse_bands', 'read_array', 'image_size',
+           'read_image', 'MaskMap', 'mask_map', 'read_mask', 'atomic_write', 'image_path', 'image_writer', 'save_image',
+           'geotiff_writer', 'feature_collection', 'remove_temporaries', 'console_progress', 'run_cli']
 
 # %% ../nbs/00_core.ipynb #25202a35
 IMAGE_EXTS = ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.jp2', '.vrt')
@@ -272,6 +272,8 @@ def read_image(path, # image file
     return a[..., 0] if a.shape[-1] == 1 else a
 
 # %% ../nbs/00_core.ipynb #0d5b0710
+NODATA = 255  # the class of pixels outside the imagery, in prepared masks and in predictions (void)
+
 def _parse_key(k):
     k = str(k).strip()
     if k.startswith('#'):

@@ -10,7 +10,7 @@ from fastai.vision.all import (DataBlock, ImageBlock, MaskBlock, PILMask, IndexS
                                aug_transforms, imagenet_stats, untar_data, URLs)
 import json, torch
 from fastai.vision.all import TensorImage, TransformBlock, IntToFloatTensor, show_image
-from .core import BadInputError, mask_map, read_array, Raster
+from .core import NODATA, BadInputError, mask_map, read_array, Raster
 from .preparation import files_by_stem, find_pairs, check_pair, parse_tile_name
 
 # %% auto #0
@@ -133,12 +133,15 @@ ROAD_CODES = ['background', 'road']
 
 def roads_dls(path, # prepared folder (with tiles/) or a folder with images/ + masks/
               bs=8, aug='aerial', **kwargs):
-    "`DataLoaders` of road tiles: 2 classes, split by scene, aerial augmentation"
+    "`DataLoaders` of road tiles: 2 classes (+ void where `prepare --nodata` found no imagery), split by scene, aerial augmentation"
     path = Path(path)
-    bands = json.loads((path/'prepare.json').read_text()).get('bands') if (path/'prepare.json').is_file() else None
+    info = json.loads((path/'prepare.json').read_text()) if (path/'prepare.json').is_file() else {}
+    bands = info.get('bands')
     if bands and len(bands) not in (1, 3): kwargs.setdefault('n_bands', len(bands))
     if (path/'tiles').is_dir(): path = path/'tiles'
-    return pairs_dls(path, codes=ROAD_CODES, mmap='binary', bs=bs, aug=aug, **kwargs)
+    nodata = info.get('nodata') is not None  # then the masks are NODATA where there is no imagery: void
+    return pairs_dls(path, codes=ROAD_CODES, mmap={0: 0, 1: 1, NODATA: NODATA} if nodata else 'binary', void=NODATA if nodata else None,
+                     bs=bs, aug=aug, **kwargs)
 
 # %% ../nbs/03_data.ipynb #f5516317
 def read_codes(path)->tuple:

@@ -41,8 +41,8 @@ def unet_fastai_demo(dest:str='data/demo', # working folder: scenes/, prepared/ 
     from unet_fastai.train import train_roads, read_history  # fastai loads only when training
     from fastai.torch_core import set_seed
     set_seed(seed)  # the same seed gives the same training run (on one machine)
-    learn = train_roads(dest/'prepared', bs=bs, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr or None,
-                        pretrained=pretrained, weights_path=weights_path, out=dest/'model')
+    learn = train_roads(dest/'prepared', bs=bs, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr or None, loss='ce',
+                        class_weights=None, pretrained=pretrained, weights_path=weights_path, out=dest/'model')
     last = read_history(dest/'model'/'history.csv').iloc[-1]
     print(f"trained {freeze_epochs}+{epochs} epochs: " + ', '.join(f"{k} {last[k]:.4f}" for k in last.index if k != 'epoch'))
     print(f"model, history.csv, curves.png and predictions.png in {dest/'model'}")

@@ -53,7 +53,8 @@ def task_parser(task:str, fn)->argparse.ArgumentParser:
         if k == 'path': continue
         flags = [f"--{k.replace('_', '-')}"] + ([f'--{k}'] if '_' in k else [])
         t = option_type(params[k])
-        kw = dict(dest=k, default=argparse.SUPPRESS, type=str if t is str else _yaml_value, metavar='V',
+        plain = t is str and 'None' not in str(params[k].annotation)  # a string as typed; `str|None` options take null
+        kw = dict(dest=k, default=argparse.SUPPRESS, type=str if plain else _yaml_value, metavar='V',
                   help=f"{docs.get(k) or ''} (default: {params[k].default!r})".replace('%', '%%'))
         if t is bool: kw.update(nargs='?', const=True, metavar='true|false')
         p.add_argument(*flags, **kw)

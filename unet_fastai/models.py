@@ -13,8 +13,8 @@ from fastai.vision.learner import _update_first_layer
 from torchvision.models import resnet34
 
 # %% auto #0
-__all__ = ['double_conv', 'UpBlock', 'Unet', 'unet_split', 'resnet_stages', 'lean_unet', 'classic_unet', 'learner_codes',
-           'input_stats', 'learner_n_in']
+__all__ = ['INITS', 'double_conv', 'UpBlock', 'Unet', 'unet_split', 'resnet_stages', 'lean_unet', 'init_decoder', 'classic_unet',
+           'learner_codes', 'input_stats', 'learner_n_in']
 
 # %% ../nbs/05_models.ipynb #3d2edeef
 def double_conv(ni:int, nf:int)->nn.Sequential:
@@ -84,11 +84,26 @@ def lean_unet(n_out:int, # classes
               state_dict:dict=None, # encoder weights
               decoder_c=(256, 128, 64, 32, 16), # channels of the decoder blocks, deepest first
               n_in:int=3, # input bands: the first convolution is remade for them as fastai does (RGB weights kept, others 0)
+              init:str='smp', # how the decoder and head start (see `init_decoder`)
              )->Unet:
     "A U-Net with a ResNet encoder and a lean decoder (nearest upsampling, two convs per block)"
     stages, chans = resnet_stages(arch, state_dict)
     m = Unet(stages, chans, list(decoder_c), n_out, up='nearest', head_ks=3, split=3)
     _update_first_layer(m, n_in, state_dict is not None)
+    return init_decoder(m, init)
+
+INITS = ('smp', 'fastai')
+
+def init_decoder(m:Unet, how:str='smp')->Unet:
+    "Start `m`'s decoder and head as segmentation_models_pytorch does (`how='smp'`), or keep fastai's (`'fastai'`)"
+    if how not in INITS: raise ValueError(f"init={how!r}: use one of {', '.join(INITS)}")
+    if how == 'fastai': return m  # ConvLayer: Kaiming-normal convs, BatchNorm weight 1 and bias 1e-3; head: PyTorch's default
+    for l in m.blocks.modules():
+        if isinstance(l, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_uniform_(l.weight, mode='fan_in', nonlinearity='relu')
+            if l.bias is not None: nn.init.zeros_(l.bias)
+        elif isinstance(l, nn.BatchNorm2d): nn.init.ones_(l.weight); nn.init.zeros_(l.bias)
+    nn.init.xavier_uniform_(m.head.weight); nn.init.zeros_(m.head.bias)
     return m
 
 # %% ../nbs/05_models.ipynb #1c0159ba

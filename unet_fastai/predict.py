@@ -10,15 +10,15 @@ import numpy as np
 from contextlib import ExitStack
 from fastcore.script import Param
 from fastprogress.fastprogress import progress_bar
-from .core import (BadInputError, Raster, file_head, read_image, save_image, is_image_file, image_size, run_cli,
+from .core import (NODATA, BadInputError, Raster, file_head, read_image, save_image, is_image_file, image_size, run_cli,
                               geotiff_writer, atomic_write, parse_bands, feature_collection)
 from .preparation import tile_starts, scaled_shape
 # torch, fastai and the model are imported where they are used, so that the command line checks its files first
 
 # %% auto #0
-__all__ = ['NODATA', 'PALETTE', 'PICKLE_NOTE', 'FORMATS', 'scene_rgb', 'blend_window', 'resize_bilinear', 'model_bands',
-           'predict_strips', 'predict_scene', 'predict_geotiff', 'mask_polygons', 'overlay', 'image_files',
-           'check_model', 'load_model', 'check_images', 'unet_fastai_predict', 'predict_cli']
+__all__ = ['PALETTE', 'PICKLE_NOTE', 'FORMATS', 'scene_rgb', 'blend_window', 'resize_bilinear', 'model_bands', 'predict_strips',
+           'predict_scene', 'predict_geotiff', 'mask_polygons', 'overlay', 'image_files', 'check_model', 'load_model',
+           'check_images', 'unet_fastai_predict', 'predict_cli']
 
 # %% ../nbs/07_predict.ipynb #e6e2afde
 def scene_rgb(image)->np.ndarray:
@@ -72,8 +72,6 @@ def _model_fn(learn):
     return f
 
 # %% ../nbs/07_predict.ipynb #80b7faf0
-NODATA = 255
-
 def _model_size(h, w, size, scale)->tuple:
     "The scene's size for the model: `size` (an int: the longer side, as `prepare` rescales; or (h, w)), or `scale` × its size"
     return tuple(size) if isinstance(size, (tuple, list)) else scaled_shape(h, w, size, scale)

@@ -160,12 +160,13 @@ def scene_strips(img:Raster, # the scene
                  mmap:MaskMap, # mask values → classes
                  out:tuple, # (h, w) to rescale to
                 ):
-    "Yield {'images': LANCZOS rows (rows, w, bands), 'masks': class rows, 'valid': imagery flags} of the rescaled scene, top to bottom"
+    "Yield {'images': LANCZOS rows (rows, w, bands), 'masks': class rows (`NODATA` outside the imagery), 'valid': imagery flags} of the rescaled scene, top to bottom"
     shape = img.height, img.width
     for rows in row_strips(out[0], shape[0]):
         got = {'images': img.scaled(rows, *out)}
         if msk is not None: got['masks'] = nearest_rows(_mask_rows(msk, mmap), rows, shape, out)
         if img.has_nodata: got['valid'] = nearest_rows(img.valid, rows, shape, out)
+        if img.has_nodata and msk is not None: got['masks'][~got['valid']] = NODATA  # no imagery: void, not background
         yield got
 
 def _scene_files(stem, kinds:dict, out, resized, tile, overlap, index)->list:
@@ -369,7 +370,7 @@ def prepare(src, # folder with images/ + masks/, sat/ + map/, or images alone
     bad += [msg for status, msg in res if status == 'bad']
     with atomic_write(dst/'prepare.json') as t:  # how the scenes were prepared, for training and prediction
         t.write_text(json.dumps(dict(size=0 if scale else size or 0, scale=scale, tile=tile or 0, overlap=overlap, mask_map=str(mmap),
-                                     scale16=scale16, bands=bands, scene_sizes=sorted(set(shapes.values()))[:100])))
+                                     scale16=scale16, bands=bands, nodata=nodata, scene_sizes=sorted(set(shapes.values()))[:100])))
     if bad and not skip_bad: raise BadInputError('\n'.join(bad))
     return dict(done=[p[0] for p, (s, _) in zip(todo, res) if s == 'done'],
                 skipped=[p[0] for p, (s, _) in zip(todo, res) if s == 'skipped'], bad=bad, unpaired=unpaired)

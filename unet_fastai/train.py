@@ -17,14 +17,14 @@ import torch.nn.functional as F
 import torchvision
 from fastai.vision.all import (Learner, unet_learner, create_body, model_meta, CSVLogger, Callback,
                                TrackerCallback, CancelEpochException, ChannelsLast, L, minimum, steep,
-                               valley, get_model, set_seed, rank_distrib, distrib_barrier)
+                               valley, get_model, set_seed, rank_distrib, distrib_barrier, trainable_params)
 from torchvision.models import resnet34, get_model_weights
 from fastcore.basics import ifnone
 from fastcore.meta import delegates
 from .core import BadInputError, atomic_write, remove_temporaries
 from .data import camvid_dls, roads_dls, pairs_dls
 from .distributed import init_distributed, is_main, from_main, gather, one_process, distributed
-from .models import lean_unet, classic_unet, unet_split
+from .models import Unet, lean_unet, classic_unet, unet_split
 from .metrics import (acc_novoid, miou, dice, RelaxedMetric, ValidLoss, class_probs, confusion_matrix, cm_report,
                                  n_classes)
 
@@ -34,9 +34,9 @@ __all__ = ['LOSSES', 'CHECKPOINT', 'NOT_OPTIONS', 'PretrainedWeightsError', 'hub
            'default_metrics', 'torchvision_arch', 'CompileModel', 'seg_model', 'seg_learner', 'BCEDiceLoss',
            'read_history', 'plot_history', 'show_predictions', 'save_fig', 'run_options', 'read_checkpoint',
            'seed_training', 'random_states', 'set_random_states', 'load_weights', 'Checkpoint', 'SkipEpochs',
-           'fit_phases', 'train_segmentation', 'evaluate', 'train_camvid', 'train_roads', 'train_pairs', 'whole_frames',
-           'prepared_scale', 'option_names', 'option_type', 'check_values', 'check_options', 'load_yaml', 'read_config',
-           'train_from_config']
+           'fit_phases', 'training_phases', 'train_segmentation', 'evaluate', 'train_camvid', 'train_roads',
+           'train_pairs', 'whole_frames', 'prepared_scale', 'option_names', 'option_type', 'check_values',
+           'check_options', 'load_yaml', 'read_config', 'train_from_config']
 
 # %% ../nbs/06_train.ipynb #6e0515fa
 class PretrainedWeightsError(BadInputError):
@@ -103,7 +103,7 @@ def class_frequencies(dls)->np.ndarray:
         count, seen = np.zeros(n, np.int64), np.zeros(n, np.int64)
         for m in dls.train_ds.tls[1]:  # the masks alone, as stored (not resized)
             c = np.bincount(np.asarray(m).ravel(), minlength=n)[:n]
-            if void is not None: c[void] = 0
+            if void is not None and void < n: c[void] = 0  # void may be a code (CamVid) or beyond them (NODATA)
             count += c; seen += (c > 0) * c.sum()
         dls.class_freq = np.where(seen > 0, count / np.maximum(seen, 1), 0.)
     return dls.class_freq
@@ -115,7 +115,7 @@ def median_frequency_weights(dls)->np.ndarray:
 
 LOSSES = ('ce', 'ce+dice')
 
-def seg_loss(dls, loss:str='ce', class_weights:str=None)->SegLoss:
+def seg_loss(dls, loss:str='ce+dice', class_weights:str|None='median')->SegLoss:
     "The loss `seg_learner` trains with: `loss` one of `LOSSES`, `class_weights` None or 'median'"
     if loss not in LOSSES: raise ValueError(f"loss={loss!r}: use one of {', '.join(LOSSES)}")
     if class_weights not in (None, 'median'): raise ValueError(f"class_weights={class_weights!r}: use None or 'median'")
@@ -142,10 +142,10 @@ class CompileModel(Callback):
     def before_fit(self): get_model(self.learn.model).compile(**self.kwargs)
     def after_fit(self): get_model(self.learn.model)._compiled_call_impl = None  # what `nn.Module.compile` set
 
-def seg_model(n_out:int, arch=resnet34, decoder='lean', state_dict=None, n_in:int=3)->nn.Module:
+def seg_model(n_out:int, arch=resnet34, decoder='lean', state_dict=None, n_in:int=3, init:str='smp')->nn.Module:
     "The U-Net for `arch` ('classic' or a torchvision ResNet) and `decoder` ('lean'; 'dynamic' is built by `unet_learner`), `n_in` bands in"
     if arch == 'classic': return classic_unet(n_out, in_c=n_in)
-    if decoder == 'lean': return lean_unet(n_out, arch, state_dict, n_in=n_in)
+    if decoder == 'lean': return lean_unet(n_out, arch, state_dict, n_in=n_in, init=init)
     raise ValueError(f"decoder={decoder!r}: use 'lean' or 'dynamic'")
 
 def seg_learner(dls, # from `segmentation_dls` (has `.codes` and `.void`)
@@ -153,10 +153,12 @@ def seg_learner(dls, # from `segmentation_dls` (has `.codes` and `.void`)
                 pretrained:bool=True, # ImageNet encoder weights (from `weights_path` or the hub cache)
                 weights_path:str=None, # local ImageNet weights file for `arch`
                 decoder='lean', # 'lean' (`lean_unet`) or 'dynamic' (fastai's `DynamicUnet` via `unet_learner`)
+                init:str='smp', # how the lean decoder and head start: 'smp' or 'fastai' (see `init_decoder`)
+                model:nn.Module=None, # a model of your own (e.g. segmentation_models_pytorch's) instead of `arch`/`decoder`; `pretrained` then only says whether its encoder starts learnt
                 metrics=None, # default: `default_metrics(dls)`
                 loss_func=None, # a loss of your own; default: `seg_loss(dls, loss, class_weights)`
-                loss:str='ce', # 'ce' (cross-entropy) or 'ce+dice' (+ 1 − soft Dice over the classes), void ignored
-                class_weights:str=None, # None, or 'median': SegNet's median-frequency class weights in the cross-entropy
+                loss:str='ce+dice', # 'ce+dice' (cross-entropy + 1 − soft Dice over the classes) or 'ce'; void ignored
+                class_weights:str|None='median', # 'median': SegNet's median-frequency class weights in the cross-entropy, or None
                 n_out:int=None, # output channels (default: one per class)
                 path='models', # folder for the model and its files
                 channels_last:bool=True, # train in channels_last memory format
@@ -168,16 +170,19 @@ def seg_learner(dls, # from `segmentation_dls` (has `.codes` and `.void`)
     arch = torchvision_arch(arch)
     if arch == 'classic' and pretrained:
         raise ValueError("arch='classic' has no ImageNet weights: pass pretrained=False (it trains from scratch)")
-    sd = imagenet_state_dict(arch, weights_path) if pretrained else None
+    sd = imagenet_state_dict(arch, weights_path) if pretrained and model is None else None
     n_out = ifnone(n_out, len(dls.codes))
     loss_func = ifnone(loss_func, seg_loss(dls, loss, class_weights))
     metrics = ifnone(metrics, default_metrics(dls))
-    if decoder == 'dynamic' and arch != 'classic':
+    if model is not None:
+        learn = Learner(dls, model, loss_func=loss_func, metrics=metrics, splitter=unet_split if isinstance(model, Unet) else trainable_params,
+                        path=path, model_dir='.', **kwargs)
+    elif decoder == 'dynamic' and arch != 'classic':
         learn = unet_learner(dls, arch, pretrained=False, normalize=False, n_out=n_out, loss_func=loss_func,
                              metrics=metrics, path=path, model_dir='.', n_in=getattr(dls, 'n_in', 3), **kwargs)
         if sd is not None: load_encoder_weights(learn.model, arch, sd, getattr(dls, 'n_in', 3))
     else:
-        learn = Learner(dls, seg_model(n_out, arch, decoder, sd, getattr(dls, 'n_in', 3)), loss_func=loss_func, metrics=metrics,
+        learn = Learner(dls, seg_model(n_out, arch, decoder, sd, getattr(dls, 'n_in', 3), init), loss_func=loss_func, metrics=metrics,
                         splitter=unet_split, path=path, model_dir='.', **kwargs)
     learn.recorder.loss = ValidLoss()  # the validation loss of the whole set, also on several processes
     if channels_last: learn.add_cb(ChannelsLast())
@@ -286,7 +291,7 @@ def read_checkpoint(path, # a checkpoint.pth
     return ck
 
 def seed_training(dls, seed:int):
-    "Seed the weights and augmentation (process r: `seed` + r) and the batch order of `dls` (`seed`)"
+    "Seed the global generators (augmentation; process r: `seed` + r) and the batch order of `dls` (`seed`)"
     set_seed(seed + rank_distrib())
     for i, dl in enumerate(dls.loaders): dl.rng = random.Random(seed + i)
 
@@ -397,6 +402,14 @@ def fit_phases(learn, phases:list, # (epochs, lr, frozen) of each `fit_one_cycle
         learn.fit_one_cycle(n, lr, cbs=cbs + ([SkipEpochs(skip, smooth)] if skip else []))
     if ck is not None: load_weights(learn, learn.path/'best.pth')  # every epoch was done before the checkpoint
 
+def training_phases(epochs:int, # epochs with everything trainable
+                    freeze_epochs:int, # epochs with the encoder frozen first
+                    lr:float, # peak learning rate
+                    pretrained:bool, # does the encoder start from learnt (ImageNet) weights?
+                   )->list:
+    "(epochs, lr, frozen) of each fit: a pretrained encoder is kept at lr/200..lr/2 once unfrozen; a random one learns at `lr` like the rest"
+    return [(freeze_epochs, lr, True), (epochs, slice(lr / 200, lr / 2) if pretrained else lr, False)]
+
 # %% ../nbs/06_train.ipynb #146cb6cb
 def _check_batches(dls, processes):
     "A training epoch drops its last incomplete batch: with fewer items than a batch per process it would have none"
@@ -437,7 +450,7 @@ def _lr_find(learn, iters, out, show)->float:
 def train_segmentation(dls, # from `segmentation_dls`
                        out='models/seg', # folder for the model, its checkpoint, history, config and pictures
                        epochs:int=4, # epochs with everything trainable
-                       freeze_epochs:int=1, # epochs with the encoder frozen first
+                       freeze_epochs:int=None, # epochs with the encoder frozen first (default: 1 if pretrained, else 0)
                        lr:float=None, # peak learning rate; None runs lr_find and uses its valley suggestion
                        lr_find_iters:int=100, # lr_find iterations (at least 20)
                        monitor:str=None, # metric that picks the best model (default: mIoU)
@@ -448,11 +461,14 @@ def train_segmentation(dls, # from `segmentation_dls`
                        config:dict=None, # the options of the whole run (recorded in config.json and checked on resume)
                        **kwargs, # passed to `seg_learner` (arch, pretrained, weights_path, metrics, ...)
                       ):
-    "Train a U-Net ([lr_find] → frozen encoder → unfreeze with discriminative learning rates) on one process or many; export it"
+    "Train a U-Net ([lr_find] → `training_phases`) on one process or many; export it"
     n, out = init_distributed(), Path(out)
     _check_batches(dls, n)
-    if train_seed is not None: seed_training(dls, train_seed)
+    pretrained = kwargs.get('pretrained', True)
+    freeze_epochs = ifnone(freeze_epochs, int(pretrained))
+    if train_seed is not None: set_seed(train_seed + rank_distrib())  # the weights
     learn = seg_learner(dls, path=out, **kwargs)
+    if train_seed is not None: seed_training(dls, train_seed)  # the batches: the same whatever model was built
     learn.predict_defaults = predict_defaults or {}
     monitor = _check_monitor(learn, monitor)
     opts = run_options(config, dls, n, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, lr_find_iters=lr_find_iters,
@@ -466,7 +482,7 @@ def train_segmentation(dls, # from `segmentation_dls`
     best = Checkpoint(monitor, opts, lr)
     if ck: best.restore(ck)
     cbs = [best] + ([CSVLogger('history.csv', append=True)] if is_main() else [])
-    with distributed(learn): fit_phases(learn, [(freeze_epochs, lr, True), (epochs, slice(lr / 200, lr / 2), False)], cbs, ck)
+    with distributed(learn): fit_phases(learn, training_phases(epochs, freeze_epochs, lr, pretrained), cbs, ck)
     if is_main():
         _save_fig(plot_history(read_history(out/'history.csv'), freeze_epochs), out/'curves.png', show)
         _save_fig(show_predictions(learn), out/'predictions.png', show)
@@ -490,7 +506,7 @@ def train_camvid(path=None, # CamVid folder (SegNet or fastai layout); None down
                  size=(180, 240), # (h, w) for training; CamVid is 360×480
                  bs:int=8, # batch size (per process)
                  epochs:int=8, # epochs with everything trainable
-                 freeze_epochs:int=2, # epochs with the encoder frozen first
+                 freeze_epochs:int=None, # epochs with the encoder frozen first (default: 2 if pretrained, else 0)
                  out='models/camvid', # output folder
                  n_train:int=None, # use only the first n_train training pairs
                  n_valid:int=None, # use only the first n_valid validation pairs
@@ -498,6 +514,7 @@ def train_camvid(path=None, # CamVid folder (SegNet or fastai layout); None down
                 ):
     "Train a U-Net on CamVid (11 classes, void ignored); reports accuracy without void and mIoU"
     dls = camvid_dls(path, size=size, bs=bs, n_train=n_train, n_valid=n_valid)
+    freeze_epochs = ifnone(freeze_epochs, 2 if kwargs.get('pretrained', True) else 0)
     return train_segmentation(dls, out=out, epochs=epochs, freeze_epochs=freeze_epochs,
                               predict_defaults=whole_frames(size), **kwargs)
 
@@ -584,7 +601,7 @@ def check_values(cfg:dict, # option → value
     if unknown: raise BadInputError(f"{source}: unknown option(s) {', '.join(unknown)}; {fn.__name__} takes {', '.join(names)}")
     for k, v in cfg.items():
         t = option_type(params[k])
-        if not _type_ok(v, t) or (v is None and params[k].default is not None and t is not None):
+        if not _type_ok(v, t) or (v is None and params[k].default is not None and t is not None and 'None' not in str(params[k].annotation)):
             raise BadInputError(f"{source}: option {k} takes {'a number' if t is float else 'an integer' if t is int else t.__name__}, not {v!r}")
 
 def check_options(cfg:dict, # option → value
