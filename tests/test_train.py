@@ -49,7 +49,9 @@ def test_export_reloads_in_fresh_process(camvid_run):
     r = subprocess.run([sys.executable, '-c', code, str(out/'model.pkl'), str(out/'p.npy'), *files], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     theirs = np.load(out/'p.npy')
-    # the same probabilities up to float rounding (conv kernels may sum in another order in another process),
-    # so the same classes except where two classes tie within that rounding
-    assert ours.shape == (3, 12, 64, 96) and np.abs(theirs - ours).max() < 1e-4, np.abs(theirs - ours).max()
+    # the same probabilities up to float rounding (conv kernels may sum in another order in another process: CI's
+    # machine once differed by 1.3e-4, amplified by the softmax of a from-scratch model's large logits; a model that
+    # reloads wrongly, e.g. without its normalisation, differs by far more), so the same classes except where two
+    # classes tie within that rounding
+    assert ours.shape == (3, 12, 64, 96) and np.abs(theirs - ours).max() < 2e-3, np.abs(theirs - ours).max()
     assert (theirs.argmax(1) == ours.argmax(1)).mean() > 0.999

@@ -43,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
 def task_parser(task:str, fn)->argparse.ArgumentParser:
     "The command line of `task`: DATA, --config and one option per option of `fn`"
     from fastcore.docments import docments
-    from unet_fastai.train import option_names, option_type
+    from unet_fastai.train import option_names, option_type, takes_null
     docs, params = docments(fn), inspect.signature(fn).parameters
     p = _Parser(prog=f'unet_fastai_train {task}', description=f"{fn.__doc__}. Values are read as YAML (4, 2e-3, true, "
                 "null, [96,128]); --bs is per process: the global batch is bs × processes.", allow_abbrev=False)
@@ -53,7 +53,7 @@ def task_parser(task:str, fn)->argparse.ArgumentParser:
         if k == 'path': continue
         flags = [f"--{k.replace('_', '-')}"] + ([f'--{k}'] if '_' in k else [])
         t = option_type(params[k])
-        plain = t is str and 'None' not in str(params[k].annotation)  # a string as typed; `str|None` options take null
+        plain = t is str and not takes_null(params[k])  # a string as typed; `str|None` options take null
         kw = dict(dest=k, default=argparse.SUPPRESS, type=str if plain else _yaml_value, metavar='V',
                   help=f"{docs.get(k) or ''} (default: {params[k].default!r})".replace('%', '%%'))
         if t is bool: kw.update(nargs='?', const=True, metavar='true|false')

@@ -35,7 +35,7 @@ __all__ = ['LOSSES', 'CHECKPOINT', 'NOT_OPTIONS', 'PretrainedWeightsError', 'hub
            'read_history', 'plot_history', 'show_predictions', 'save_fig', 'run_options', 'read_checkpoint',
            'seed_training', 'random_states', 'set_random_states', 'load_weights', 'Checkpoint', 'SkipEpochs',
            'fit_phases', 'training_phases', 'train_segmentation', 'evaluate', 'train_camvid', 'train_roads',
-           'train_pairs', 'whole_frames', 'prepared_scale', 'option_names', 'option_type', 'check_values',
+           'train_pairs', 'whole_frames', 'prepared_scale', 'option_names', 'option_type', 'takes_null', 'check_values',
            'check_options', 'load_yaml', 'read_config', 'train_from_config']
 
 # %% ../nbs/06_train.ipynb #6e0515fa
@@ -585,6 +585,10 @@ def option_type(p:inspect.Parameter):
     d = p.default
     return type(d) if type(d) in _TYPES.values() else None
 
+def takes_null(p:inspect.Parameter)->bool:
+    "Whether option `p` is annotated to take None as well (`str|None`): YAML's null is then a value, not a mistake"
+    return 'None' in str(p.annotation)
+
 def _type_ok(v, t)->bool:
     if t is None or v is None: return True
     if t is float: return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -601,7 +605,7 @@ def check_values(cfg:dict, # option → value
     if unknown: raise BadInputError(f"{source}: unknown option(s) {', '.join(unknown)}; {fn.__name__} takes {', '.join(names)}")
     for k, v in cfg.items():
         t = option_type(params[k])
-        if not _type_ok(v, t) or (v is None and params[k].default is not None and t is not None and 'None' not in str(params[k].annotation)):
+        if not _type_ok(v, t) or (v is None and params[k].default is not None and t is not None and not takes_null(params[k])):
             raise BadInputError(f"{source}: option {k} takes {'a number' if t is float else 'an integer' if t is int else t.__name__}, not {v!r}")
 
 def check_options(cfg:dict, # option → value
