@@ -6,7 +6,7 @@
 from __future__ import annotations
 from pathlib import Path
 import numpy as np
-from fastai.vision.all import (DataBlock, ImageBlock, MaskBlock, PILMask, IndexSplitter, Resize, Normalize,
+from fastai.vision.all import (DataBlock, ImageBlock, MaskBlock, PILImage, PILMask, IndexSplitter, Resize, Normalize,
                                aug_transforms, imagenet_stats, untar_data, URLs)
 import json, torch
 from fastai.vision.all import TensorImage, TransformBlock, IntToFloatTensor, show_image
@@ -14,7 +14,7 @@ from .core import NODATA, BadInputError, mask_map, read_array, Raster
 from .preparation import files_by_stem, find_pairs, check_pair, parse_tile_name
 
 # %% auto #0
-__all__ = ['AUGMENTATIONS', 'ROAD_CODES', 'MaskReader', 'MultiBandImage', 'MultiBandBlock', 'band_stats', 'seg_augs',
+__all__ = ['AUGMENTATIONS', 'ROAD_CODES', 'MaskReader', 'ItemCache', 'MultiBandImage', 'MultiBandBlock', 'band_stats', 'seg_augs',
            'segmentation_dls', 'scene_of', 'split_by_scene', 'pairs_dls', 'roads_dls', 'read_codes', 'camvid_layout',
            'camvid_pairs', 'camvid_dls']
 
@@ -29,11 +29,27 @@ class MaskReader:
         if p is None: raise BadInputError(f"{img}: no mask paired with this image")
         return PILMask.create(self.mmap(read_array(p, as_image=False), fname=p))
 
+class ItemCache:
+    "fastai `get_x`/`get_y`: what `read` returns for an item, kept in memory after its first read up to `max_mb` in all (later items are read every time); pickled (`learn.export`) empty"
+    def __init__(self, read, # item → decoded image or mask (`PILImage.create`, a `MaskReader`, `MultiBandImage.create`)
+                 max_mb:float=1024, # memory for the kept items, in MiB (0: keep none)
+                ):
+        self.read, self.max_bytes, self.kept, self.nbytes = read, max_mb * 2**20, {}, 0
+    def __call__(self, item):
+        k = str(item)
+        if k in self.kept: return self.kept[k]
+        o = self.read(item)
+        n = o.nbytes if isinstance(o, torch.Tensor) else o.width * o.height * len(o.getbands())
+        if self.nbytes + n <= self.max_bytes: self.kept[k], self.nbytes = o, self.nbytes + n
+        return o
+    def __getstate__(self): return {**self.__dict__, 'kept': {}, 'nbytes': 0}
+
 # %% ../nbs/03_data.ipynb #5f361403
 class MultiBandImage(TensorImage):
     "An image of any number of bands (e.g. RGB + near infrared), a (bands, H, W) uint8 tensor read through `read_array`"
     @classmethod
     def create(cls, fn):
+        if isinstance(fn, torch.Tensor): return cls(fn)  # already read (kept by an `ItemCache`)
         a = read_array(fn)
         return cls(torch.from_numpy(np.ascontiguousarray((a[..., None] if a.ndim == 2 else a).transpose(2, 0, 1))))
     def show(self, ctx=None, **kwargs):
@@ -77,6 +93,7 @@ def segmentation_dls(pairs:list, # (image, mask) paths
                      aug='street', # augmentation, one of `AUGMENTATIONS`
                      num_workers:int=0, # DataLoader workers (0 is fastest on 2 cores)
                      n_bands:int=None, # images of this many bands (`MultiBandImage`, e.g. 4: RGB + NIR); None: RGB
+                     cache_mb:float=1024, # memory for decoded images and masks kept between epochs (`ItemCache`; 0: none; none with workers)
                      **kwargs, # passed to `DataBlock.dataloaders`
                     ):
     "fastai `DataLoaders` of images and class-index masks; `dls.codes`, `dls.void` and `dls.n_in` tell the classes and bands"
@@ -89,7 +106,9 @@ def segmentation_dls(pairs:list, # (image, mask) paths
             if r.count != n_bands: raise BadInputError(f"{items[0]}: {r.count} band(s), but the images should have {n_bands}")
         if size: raise ValueError("multi-band images are not resized while training: prepare them at the size wanted")
     stats = band_stats([i for i, v in zip(items, valid) if not v]) if n_bands else imagenet_stats
-    dblock = DataBlock(blocks=(MultiBandBlock if n_bands else ImageBlock, MaskBlock(list(codes))), get_y=MaskReader(dict(pairs), mmap),
+    mb = cache_mb / 2 if not num_workers else 0  # half for images, half for masks; workers would each keep their own copy for an epoch
+    dblock = DataBlock(blocks=(MultiBandBlock if n_bands else ImageBlock, MaskBlock(list(codes))),
+                       get_x=ItemCache(MultiBandImage.create if n_bands else PILImage.create, mb), get_y=ItemCache(MaskReader(dict(pairs), mmap), mb),
                        splitter=IndexSplitter([i for i, v in enumerate(valid) if v]),
                        item_tfms=[Resize(size)] if size else None,
                        batch_tfms=[*seg_augs(aug), Normalize.from_stats(*stats)])
