@@ -3,8 +3,8 @@
 Data: ../shared/data/mass_roads (2 scenes) + mass_roads_more (19; 63-87 % white no-data each), 1500x1500 at 1 m/pixel.
 Prepared with `--nodata 255` (white is void: not learnt, not scored), rescaled by --scale, cut into --tile tiles;
 split by scene (20 % of the scenes, seed --split-seed, for validation). Trained with `train_roads`' defaults
-(cross-entropy with median-frequency weights + Dice, everything at lr from scratch; --loss and --class-weights
-change the loss) for --epochs (36: the 20-minute budget here). Prints the wall
+(cross-entropy with the square root of the median-frequency weights + Dice, everything at lr from scratch; --loss and
+--class-weights change the loss) for --epochs (36: the 20-minute budget here). Prints the wall
 time of preparing and training, the validation relaxed precision/recall breakeven (rho = 3 pixels of the prepared
 scale, best epoch), road IoU and Dice at p >= 0.5 (argmax), and the breakeven of every epoch; then the same model on
 the validation scenes whole, at their full 1 m/pixel (`evaluate_scenes`: predicted at the training scale, scored at
@@ -27,7 +27,7 @@ def link_scenes(dst:Path)->Path:
             for f in sorted((DATA/d/'train'/k).glob('*.png')): (dst/k/f.name).symlink_to(f)
     return dst
 
-def main(scale=0.5, tile=128, epochs=36, bs=8, lr=2e-3, loss='ce+dice', class_weights='median', seed=0, split_seed=0, out=None):
+def main(scale=0.5, tile=128, epochs=36, bs=8, lr=2e-3, loss='ce+dice', class_weights='sqrt-median', seed=0, split_seed=0, out=None):
     warnings.filterwarnings('ignore')
     import matplotlib; matplotlib.use('Agg')
     from unet_fastai.core import console_progress
@@ -66,7 +66,7 @@ if __name__ == '__main__':
     ap.add_argument('--scale', type=float, default=0.5); ap.add_argument('--tile', type=int, default=128)
     ap.add_argument('--epochs', type=int, default=36, help='36: the 20-minute budget here'); ap.add_argument('--bs', type=int, default=8)
     ap.add_argument('--lr', type=float, default=2e-3); ap.add_argument('--seed', type=int, default=0)
-    ap.add_argument('--loss', default='ce+dice', help="'ce+dice' or 'ce'")
-    ap.add_argument('--class-weights', default='median', type=lambda s: None if s == 'None' else s, help="'median' or None")
+    ap.add_argument('--loss', default='ce+dice', help="'ce+dice' (the package default) or 'ce'")
+    ap.add_argument('--class-weights', default='sqrt-median', type=lambda s: None if s == 'None' else s, help="'sqrt-median' (the package default), 'median' or None")
     ap.add_argument('--split-seed', type=int, default=0); ap.add_argument('--out', default=None)
     main(**vars(ap.parse_args()))

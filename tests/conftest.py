@@ -23,3 +23,22 @@ def cache_home(tmp_path_factory):
     "What the package keeps in the user's cache (the note that a model.pkl is code, shown once) goes to a scratch folder"
     import os
     os.environ['XDG_CACHE_HOME'] = str(tmp_path_factory.mktemp('cache'))
+
+CHROMIUM, DRIVER = Path('/usr/bin/chromium'), Path('/usr/bin/chromedriver')
+
+@pytest.fixture(scope='session')
+def browser(tmp_path_factory):
+    "Headless Chromium driven by Selenium (Debian's chromium + chromium-driver, which .ci/run installs as root)"
+    webdriver = pytest.importorskip('selenium.webdriver', reason='selenium not installed (a dev requirement)')
+    from selenium.webdriver.chrome.service import Service
+    if not (CHROMIUM.exists() and DRIVER.exists()):
+        pytest.skip(f"{CHROMIUM} or {DRIVER} missing: apt-get install chromium chromium-driver (.ci/run does it as root)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for a in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run', '--disable-sync',
+              '--disable-background-networking', '--disable-component-update', '--window-size=1280,900',
+              f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):  # the machine has no network: nothing to fetch
+        opts.add_argument(a)
+    d = webdriver.Chrome(options=opts, service=Service(str(DRIVER)))
+    yield d
+    d.quit()

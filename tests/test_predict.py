@@ -1,5 +1,5 @@
 "Whole-scene prediction and evaluation of the real 1500x1500 Massachusetts scenes through the CLIs, PyTorch and ONNX"
-import json, os, subprocess, time, warnings
+import json, os, subprocess, sys, time, warnings
 import numpy as np, pytest, torch
 from PIL import Image
 from conftest import shared, command
@@ -137,3 +137,17 @@ def test_pickle_note_once(model, tmp_path):
                            env=env).stderr for _ in range(2)]
     assert [e.count('load only models you trust') for e in errs] == [1, 0], errs
     assert not any('insecure pickle' in e for e in errs)
+
+PILLOW_LIMIT = ("import sys, runpy, PIL.Image; PIL.Image.MAX_IMAGE_PIXELS = 1000; sys.argv = sys.argv[1:]; "
+                "runpy.run_path(sys.argv[0], run_name='__main__')")  # a command with Pillow's decompression-bomb limit at 1000 px
+
+def test_png_over_pillows_limit_is_prepared_and_predicted(model, tmp_path):
+    "PNG scenes are read by libvips: one over Pillow's limit (lowered here, so that a 1500² scene is over it) is no 'corrupt' file"
+    write_scenes(tmp_path/'scenes', n=2, size=1500)
+    for p in sorted((tmp_path/'scenes').glob('*/*.tif')): Image.open(p).save(p.with_suffix('.png')); p.unlink()
+    r = run(sys.executable, '-c', PILLOW_LIMIT, command('unet_fastai_prepare'), tmp_path/'scenes', tmp_path/'prep', '--workers', '2')
+    assert r.returncode == 0 and 'corrupt' not in r.stderr, r.stderr[-2000:]
+    assert len(list((tmp_path/'prep'/'tiles'/'images').glob('*.png'))) == 2 * 16
+    r = run(sys.executable, '-c', PILLOW_LIMIT, command('unet_fastai_predict'), model, tmp_path/'scenes'/'sat', '--out', tmp_path/'pred')
+    assert r.returncode == 0 and 'corrupt' not in r.stderr, r.stderr[-2000:]
+    assert np.asarray(Image.open(tmp_path/'pred'/'scene_000_mask.png')).shape == (1500, 1500)

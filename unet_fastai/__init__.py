@@ -12,10 +12,10 @@ import importlib, warnings
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
 _API = {'prepare': 'preparation', 'find_pairs': 'preparation', 'write_scenes': 'synthetic', 'make_scene': 'synthetic',
         'camvid_dls': 'data', 'roads_dls': 'data', 'pairs_dls': 'data', 'segmentation_dls': 'data',
-        'train_segmentation': 'train', 'train_camvid': 'train', 'train_roads': 'train', 'train_pairs': 'train', 'seg_learner': 'train',
-        'train_from_config': 'train', 'lean_unet': 'models', 'classic_unet': 'models', 'train_pennfudan': 'pennfudan',
+        'train_segmentation': 'train', 'train_camvid': 'train', 'train_roads': 'train', 'train_pairs': 'train', 'seg_learner': 'learner',
+        'train_from_config': 'options', 'lean_unet': 'models', 'classic_unet': 'models', 'train_pennfudan': 'pennfudan',
         'train_pets': 'pets', 'train_dogs': 'pets', 'train_cityscapes': 'cityscapes', 'prepare_cityscapes': 'cityscapes',
-        'train_bsds500': 'bsds500', 'prepare_bsds500': 'bsds500', 'Raster': 'core', 'load_model': 'predict',
+        'train_bsds500': 'bsds500', 'prepare_bsds500': 'bsds500', 'Raster': 'raster', 'load_model': 'predict',
         'predict_scene': 'predict', 'predict_geotiff': 'predict', 'evaluate_scenes': 'evaluate', 'export_onnx': 'onnx'}
 
 def __getattr__(name):

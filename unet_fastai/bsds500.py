@@ -8,11 +8,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from fastcore.meta import delegates
-from .core import BadInputError, read_image, save_image
+from .core import BadInputError
+from .raster import read_image
+from .writers import save_image
 from .preparation import run_steps
 from .data import pairs_dls
 from .metrics import RelaxedMetric, dice
-from .train import train_segmentation, BCEDiceLoss
+from .train import train_segmentation
+from .losses import BCEDiceLoss
 from .distributed import main_first
 
 # %% auto #0

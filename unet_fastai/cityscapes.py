@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageColor
 from fastcore.meta import delegates
-from .core import BadInputError, MaskMap, read_array, save_image, atomic_write, is_image_file
+from .core import BadInputError, atomic_write, is_image_file
+from .masks import MaskMap
+from .raster import read_array
+from .writers import save_image
 from .preparation import run_steps
 from .data import segmentation_dls
 from .train import train_segmentation, whole_frames

@@ -10,8 +10,11 @@ from fastai.vision.all import (DataBlock, ImageBlock, MaskBlock, PILImage, PILMa
                                aug_transforms, imagenet_stats, untar_data, URLs)
 import json, torch
 from fastai.vision.all import TensorImage, TransformBlock, IntToFloatTensor, show_image
-from .core import NODATA, BadInputError, mask_map, read_array, Raster
-from .preparation import files_by_stem, find_pairs, check_pair, parse_tile_name
+from .masks import NODATA, mask_map
+from .core import BadInputError
+from .raster import read_array, Raster
+from .geometry import parse_tile_name
+from .preparation import files_by_stem, find_pairs, check_pair
 
 # %% auto #0
 __all__ = ['AUGMENTATIONS', 'ROAD_CODES', 'MaskReader', 'ItemCache', 'MultiBandImage', 'MultiBandBlock', 'band_stats', 'seg_augs',
@@ -122,8 +125,13 @@ def scene_of(p)->str:
     try: return parse_tile_name(Path(p).name)[0]
     except ValueError: return Path(p).stem
 
-def split_by_scene(paths:list, valid_pct=0.2, seed=0)->list:
+def split_by_scene(paths:list, valid_pct=0.2, seed=0,
+                   valid_scenes=None, # these scenes (names as `scene_of` gives them) for validation, instead of `valid_pct`/`seed`
+                  )->list:
     "For each path, whether it is in the validation set: `valid_pct` of the scenes (at least one), chosen by `seed`"
+    if valid_scenes is not None:
+        valid_scenes = set(valid_scenes)
+        return [scene_of(p) in valid_scenes for p in paths]
     scenes = sorted({scene_of(p) for p in paths})
     if len(scenes) < 2: raise BadInputError(f"{len(scenes)} scene(s): need at least 2 to split into training and validation")
     n = min(len(scenes) - 1, max(1, round(valid_pct * len(scenes))))
@@ -138,6 +146,7 @@ def pairs_dls(path, # folder with images/ + masks/ or sat/ + map/
               seed=0, # split seed
               void=None, # ignored class, if any
               keep=None, # keep only the pairs whose stem passes this test (e.g. the dogs of Oxford-IIIT Pet)
+              valid_scenes=None, # validate on these scenes (e.g. a fold of cross-validation) instead of `valid_pct`/`seed`
               **kwargs, # passed to `segmentation_dls` (size, bs, aug, ...)
              ):
     "`DataLoaders` from any folder of image/mask pairs (see `find_pairs` for the layouts), split by scene"
@@ -145,7 +154,7 @@ def pairs_dls(path, # folder with images/ + masks/ or sat/ + map/
     if any(m is None for _, _, m in pairs): raise BadInputError(f"{path}: images without a masks folder; training needs masks")
     pairs = [(i, m) for s, i, m in pairs if keep is None or keep(s)]
     if not pairs: raise BadInputError(f"{path}: no pair is left after the `keep` filter")
-    return segmentation_dls(pairs, split_by_scene([i for i, _ in pairs], valid_pct, seed), codes, void=void, mmap=mmap, **kwargs)
+    return segmentation_dls(pairs, split_by_scene([i for i, _ in pairs], valid_pct, seed, valid_scenes), codes, void=void, mmap=mmap, **kwargs)
 
 # %% ../nbs/03_data.ipynb #74cf1610
 ROAD_CODES = ['background', 'road']

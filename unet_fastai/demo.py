@@ -38,7 +38,8 @@ def unet_fastai_demo(dest:str='data/demo', # working folder: scenes/, prepared/ 
           f"in {dest/'prepared'/'tiles'}")
     freeze_epochs = int(pretrained) if freeze_epochs is None else freeze_epochs
     if not (epochs or freeze_epochs): return r
-    from unet_fastai.train import train_roads, read_history  # fastai loads only when training
+    from unet_fastai.train import train_roads# fastai loads only when training
+    from unet_fastai.pictures import read_history
     from fastai.torch_core import set_seed
     set_seed(seed)  # the same seed gives the same training run (on one machine)
     learn = train_roads(dest/'prepared', bs=bs, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr or None, loss='ce',
@@ -56,7 +57,7 @@ def predict_new_scene(learn, out, seed=0, size=1500)->float:
     import torch
     from unet_fastai.predict import predict_scene, overlay
     from unet_fastai.metrics import relaxed_breakeven
-    from unet_fastai.core import save_image
+    from unet_fastai.writers import save_image
     img, truth = make_scene(int(np.random.SeedSequence([seed, 10_000]).generate_state(1)[0]), size)
     mask, probs = predict_scene(learn, img)
     out = Path(out)

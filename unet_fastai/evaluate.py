@@ -7,7 +7,9 @@ from __future__ import annotations
 import json as _json
 import numpy as np
 from fastprogress.fastprogress import progress_bar
-from .core import NODATA, BadInputError, mask_map, read_mask, run_cli, atomic_write, parse_bands
+from .masks import NODATA, mask_map, read_mask
+from .core import BadInputError, run_cli, atomic_write
+from .raster import parse_bands
 from .preparation import files_by_stem
 from .predict import predict_scene, load_model, check_model, check_images
 # torch and the metrics are imported in `evaluate_scenes`, so that the command line checks its files first

@@ -43,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
 def task_parser(task:str, fn)->argparse.ArgumentParser:
     "The command line of `task`: DATA, --config and one option per option of `fn`"
     from fastcore.docments import docments
-    from unet_fastai.train import option_names, option_type, takes_null
+    from unet_fastai.options import option_names, option_type, takes_null
     docs, params = docments(fn), inspect.signature(fn).parameters
     p = _Parser(prog=f'unet_fastai_train {task}', description=f"{fn.__doc__}. Values are read as YAML (4, 2e-3, true, "
                 "null, [96,128]); --bs is per process: the global batch is bs × processes.", allow_abbrev=False)
@@ -62,7 +62,7 @@ def task_parser(task:str, fn)->argparse.ArgumentParser:
 
 def usage()->str:
     "The help of `unet_fastai_train` itself: the tasks, their options, the launchers"
-    from unet_fastai.train import option_names
+    from unet_fastai.options import option_names
     lines = ["usage: unet_fastai_train TASK DATA [--config run.yaml] [--out DIR] [--resume] [--OPTION VALUE ...]", "",
              "Train a U-Net on one process, or on many under torchrun / accelerate launch:",
              "  torchrun --standalone --nproc_per_node N --no-python unet_fastai_train TASK DATA ...",
@@ -83,7 +83,7 @@ def parse_command(argv:list)->tuple: # (task, training function, options)
     _check_task(task)
     if rest and not rest[0].startswith('-') and not Path(rest[0]).exists():  # before torch and fastai load
         raise BadInputError(f"{rest[0]}: data folder not found; check the path")
-    from unet_fastai.train import check_values, check_options, load_yaml
+    from unet_fastai.options import check_values, check_options, load_yaml
     fn = task_function(task)
     args = vars(task_parser(task, fn).parse_args(rest))
     data, config = Path(args.pop('data')), args.pop('config', None)
@@ -105,7 +105,7 @@ def unet_fastai_train(argv:list=None):
                         f"output {opts['out']}", flush=True)
     learn = fn(**opts, config=opts)
     if is_main():
-        from unet_fastai.train import read_history
+        from unet_fastai.pictures import read_history
         out = Path(opts['out'])
         h, m = read_history(out/'history.csv'), json.loads((out/'config.json').read_text())['monitor']
         best = h.loc[h[m].idxmin() if 'loss' in m else h[m].idxmax()]

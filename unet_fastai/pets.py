@@ -7,7 +7,8 @@ from __future__ import annotations
 from fastcore.meta import delegates
 from .data import pairs_dls
 from .metrics import acc_novoid, miou, dice
-from .train import train_segmentation, BCEDiceLoss, whole_frames
+from .train import train_segmentation, whole_frames
+from .losses import BCEDiceLoss
 
 # %% auto #0
 __all__ = ['PET_CODES', 'BORDER', 'is_dog', 'pets_dls', 'train_pets', 'train_dogs']

@@ -10,9 +10,11 @@ import numpy as np
 from contextlib import ExitStack
 from fastcore.script import Param
 from fastprogress.fastprogress import progress_bar
-from .core import (NODATA, BadInputError, Raster, file_head, read_image, save_image, is_image_file, image_size, run_cli,
-                              geotiff_writer, atomic_write, parse_bands, feature_collection)
-from .preparation import tile_starts, scaled_shape
+from .masks import NODATA
+from .core import BadInputError, file_head, is_image_file, run_cli, atomic_write
+from .raster import Raster, read_image, image_size, parse_bands
+from .writers import save_image, geotiff_writer, feature_collection
+from .geometry import tile_starts, scaled_shape
 # torch, fastai and the model are imported where they are used, so that the command line checks its files first
 
 # %% auto #0

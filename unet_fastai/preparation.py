@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_prepare.ipynb #195b937a
 from __future__ import annotations
-import ctypes, glob, json, multiprocessing, os, re, signal, sys, threading, warnings
+import ctypes, glob, json, multiprocessing, os, signal, sys, threading, warnings
 from functools import partial
 from concurrent.futures import InvalidStateError
 from contextlib import ExitStack, contextmanager, nullcontext
@@ -14,12 +14,15 @@ from PIL import Image
 from fastcore.basics import defaults
 from fastcore.parallel import parallel
 from .core import *
+from .raster import *
+from .masks import *
+from .writers import *
+from .geometry import *
 
 # %% auto #0
-__all__ = ['LAYOUTS', 'STRIP_ROWS', 'files_by_stem', 'find_pairs', 'tile_starts', 'tile_name', 'parse_tile_name', 'StripTiler',
-           'tile_array', 'assemble_tiles', 'read_tiles', 'scaled_shape', 'resize_warning', 'row_strips',
-           'nearest_index', 'nearest_rows', 'scene_strips', 'tile_index', 'prepare_scene', 'check_pair', 'run_parallel',
-           'run_steps', 'prepare', 'unet_fastai_prepare', 'prepare_cli']
+__all__ = ['LAYOUTS', 'STRIP_ROWS', 'files_by_stem', 'find_pairs', 'read_tiles', 'resize_warning', 'row_strips', 'nearest_index',
+           'nearest_rows', 'scene_strips', 'tile_index', 'prepare_scene', 'check_pair', 'run_parallel', 'run_steps',
+           'prepare', 'unet_fastai_prepare', 'prepare_cli']
 
 # %% ../nbs/02_prepare.ipynb #edd3fa68
 LAYOUTS = (('images', 'masks'), ('sat', 'map'), ('PNGImages', 'PedMasks'), ('images', 'annotations/trimaps'))
@@ -55,71 +58,14 @@ def find_pairs(src, # folder with images/ + masks/, sat/ + map/, or images alone
     if not pairs: raise BadInputError(f"{src}: no image in {idir.name}/ has a mask of the same stem in {mdir.name}/")
     return pairs, unpaired
 
-# %% ../nbs/02_prepare.ipynb #3119a1a1
-def tile_starts(length:int, # pixels along one axis
-                tile:int, # window size
-                overlap:int=0, # pixels shared by neighbouring windows (at least)
-               )->list:
-    "Offsets of the windows along one axis; the last window ends at `length`"
-    if not 0 <= overlap < tile: raise ValueError(f"overlap must be in 0..{tile - 1}, not {overlap}")
-    if tile > length: raise ValueError(f"a {tile}px tile does not fit in {length}px")
-    starts = list(range(0, length - tile + 1, tile - overlap))
-    return starts if starts[-1] == length - tile else starts + [length - tile]
-
-def tile_name(stem:str, y:int, x:int, ext='.png')->str:
-    "File name of the tile of scene `stem` at pixel offset (y, x)"
-    return f"{stem}_y{y:05d}_x{x:05d}{ext}"
-
-_TILE_RE = re.compile(r'^(?P<stem>.+)_y(?P<y>\d+)_x(?P<x>\d+)$')
-
-def parse_tile_name(name)->tuple:
-    "(stem, y, x) of a tile file name"
-    m = _TILE_RE.match(Path(name).stem)
-    if not m: raise ValueError(f"{name} is not a tile name (<stem>_yYYYYY_xXXXXX)")
-    return m['stem'], int(m['y']), int(m['x'])
-
-class StripTiler:
-    "Cuts the tiles of an h×w scene that arrives as strips of rows, top to bottom, keeping only the rows still needed"
-    def __init__(self, h:int, w:int, tile:int, overlap:int=0):
-        self.ys, self.xs, self.tile, self.buf, self.top = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap), tile, None, 0
-
-    def add(self, rows:np.ndarray)->dict:
-        "The tiles {(y, x): tile×tile crop} that the next `rows` of the scene complete"
-        self.buf = rows if self.buf is None else np.concatenate([self.buf, rows])
-        out = {}
-        while self.ys and self.ys[0] + self.tile <= self.top + len(self.buf):
-            y = self.ys.pop(0)
-            band = self.buf[y - self.top:y - self.top + self.tile]
-            out.update({(y, x): band[:, x:x + self.tile] for x in self.xs})
-        if self.ys: self.buf, self.top = self.buf[self.ys[0] - self.top:], self.ys[0]  # rows above the next tile row go
-        return out
-
-def tile_array(arr:np.ndarray, tile:int, overlap:int=0)->dict:
-    "Tiles of `arr` by pixel offset: {(y, x): tile×tile crop}"
-    return StripTiler(*arr.shape[:2], tile, overlap).add(arr)
-
-def assemble_tiles(tiles:dict)->np.ndarray:
-    "Put {(y, x): tile} back into the array they were cut from"
-    (h, w), first = max(tiles), next(iter(tiles.values()))
-    out = np.zeros((h + first.shape[0], w + first.shape[1], *first.shape[2:]), first.dtype)
-    for (y, x), t in tiles.items(): out[y:y + t.shape[0], x:x + t.shape[1]] = t
-    return out
-
+# %% ../nbs/02_prepare.ipynb #b1c7bf95
 def read_tiles(folder, stem:str)->dict:
     "The tiles of scene `stem` in `folder`, read back as {(y, x): array}"
     found = (parse_tile_name(p.name) + (p,) for p in Path(folder).glob(f'{glob.escape(stem)}_y*_x*.png'))
     return {(y, x): np.asarray(Image.open(p)) for s, y, x, p in found if s == stem}
 
-# %% ../nbs/02_prepare.ipynb #2d78ee1f
+# %% ../nbs/02_prepare.ipynb #677b8c09
 STRIP_ROWS = 512  # scene rows read at a time: memory grows with a scene's width, not with its area
-
-def scaled_shape(h:int, w:int, # the scene's size
-                 size:int=None, # the longer side wanted (aspect ratio kept)
-                 scale:float=None, # or this factor
-                )->tuple: # (h, w), the scene's own when neither is given
-    "Size of a scene rescaled so that its longer side is `size`, or by `scale`"
-    f = scale or (size / max(h, w) if size else 1)
-    return max(1, round(h * f)), max(1, round(w * f))
 
 def resize_warning(name, h:int, w:int, size:int=None, scale:float=None)->str:
     "A line saying that rescaling enlarges scene `name` more than 2× (its tiles would repeat pixels), else None"
@@ -269,7 +215,6 @@ def prepare_scene(stem:str, # output name
     files = sorted(str(p.relative_to(dst)) for p in written)
     with atomic_write(marker) as t: t.write_text(json.dumps({**record, 'files': files, 'finished': True}))
     return 'done'
-
 
 # %% ../nbs/02_prepare.ipynb #f5f2686b
 def check_pair(stem, # scene name

@@ -1,0 +1,118 @@
+"""Build the documentation site: one HTML page per notebook of nbs/, in the README's order, with the notebooks' outputs
+(pictures, tables), the API of every exported function and class from its docments, and links between the pages.
+
+    python tools/docs.py [--execute] [--out _docs]
+
+The notebooks keep their outputs in git, as fastai's do, so the site is built from them in seconds without running
+any code, and a reader on GitHub sees the pictures too. `--execute` first runs every notebook (as `nbdev_test` does:
+`#| slow` cells skipped) and saves its outputs in place: run it after changing a notebook, then `nbdev_clean`.
+Quarto, which nbdev's own `nbdev_docs` needs, cannot be installed here; nbconvert renders the pages instead, and
+nbdev's `show_doc` renderer the API. `check_site` lists the internal links and images of a built site that point
+nowhere (tests/test_docs.py builds the site and asserts there are none).
+"""
+import argparse, ast, html, importlib, os, re, shutil, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NBS = ROOT/'nbs'
+
+def notebooks(nbs=NBS)->list:
+    "The notebooks in the README's order: the index first, then by their numbers"
+    return sorted(nbs.glob('*.ipynb'), key=lambda p: (p.stem != 'index', p.name))
+
+def _directives(src:str)->tuple:
+    "(nbdev directives of a cell's first lines, the source without them)"
+    lines, d = src.splitlines(), {}
+    while lines and lines[0].startswith('#|'):
+        k, _, v = lines.pop(0)[2:].strip().partition(' ')
+        d[k] = v
+    return d, '\n'.join(lines)
+
+def _api(src:str, module)->str:
+    "Markdown of nbdev's `show_doc` for the public functions and classes an export cell defines"
+    from nbdev.showdoc import BasicMarkdownRenderer
+    out = []
+    for n in ast.parse(src).body:
+        if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith('_') and hasattr(module, n.name):
+            md = BasicMarkdownRenderer(getattr(module, n.name))._repr_markdown_()
+            out.append('\n'.join(l for l in md.splitlines() if not l.startswith('[source](')))
+    return '\n\n'.join(out)
+
+def _link_notebooks(md:str, stems:set)->str:
+    "`06a_learner` (a notebook's name in backticks) becomes a link to its page"
+    return re.sub(r'(?<!\[)`(\w+)`', lambda m: f'[`{m[1]}`]({m[1]}.html)' if m[1] in stems else m[0], md)
+
+def page(path:Path, stems:set):
+    "The notebook at `path` as nbconvert renders it: hidden cells out, directives stripped, API docs after export cells"
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    module, cells = None, []
+    for c in nb.cells:
+        d, body = _directives(c.source) if c.cell_type == 'code' else ({}, c.source)
+        if 'default_exp' in d: module = importlib.import_module(f"unet_fastai.{d['default_exp']}")
+        if c.cell_type == 'code' and ('hide' in d or 'default_exp' in d or 'nbdev_export()' in body): continue
+        if c.cell_type == 'markdown': c.source = _link_notebooks(body, stems).replace('](nbs/images/', '](images/')
+        else: c.source = body
+        cells.append(c)
+        if 'export' in d and module is not None and (api := _api(body, module)):
+            cells.append(nbformat.v4.new_markdown_cell(api))
+    nb.cells = cells
+    return nb
+
+def _nav(pages:list, current:str)->str:
+    items = ''.join(f'<li{" class=current" if p.stem == current else ""}><a href="{p.stem}.html">{html.escape(p.stem)}</a></li>' for p in pages)
+    return ('<nav style="position:fixed;left:0;top:0;bottom:0;width:13em;overflow:auto;padding:1em;font:14px sans-serif;'
+            'background:#f6f6f6;border-right:1px solid #ddd"><b><a href="index.html">unet_fastai</a></b><ul style="padding-left:1em">'
+            f'{items}</ul></nav><div style="margin-left:15em">')
+
+def build(out=ROOT/'_docs', nbs=NBS)->Path:
+    "Write the site to `out`: index.html and a page per notebook, the images beside them"
+    from nbconvert import HTMLExporter
+    out, pages = Path(out), notebooks(nbs)
+    stems = {p.stem for p in pages}
+    if out.exists(): shutil.rmtree(out)
+    out.mkdir(parents=True)
+    if (nbs/'images').is_dir(): shutil.copytree(nbs/'images', out/'images')
+    exporter = HTMLExporter(template_name='lab')
+    for p in pages:
+        body, _ = exporter.from_notebook_node(page(p, stems))
+        body = re.sub(r'(<body[^>]*>)', lambda m: m[1] + _nav(pages, p.stem), body, count=1).replace('</body>', '</div></body>')
+        (out/f'{p.stem}.html').write_text(body, encoding='utf-8')
+    return out
+
+def check_site(out)->list:
+    "The internal links and images of the site in `out` whose targets do not exist, as 'page: target'"
+    bad = []
+    for f in sorted(Path(out).glob('*.html')):
+        for target in re.findall(r'(?:href|src)="([^"#?]+)', f.read_text(encoding='utf-8')):
+            if re.match(r'^(https?:|mailto:|data:|//)', target): continue
+            if not (f.parent/target).exists(): bad.append(f'{f.name}: {target}')
+    return bad
+
+def execute(paths=None, nbs=NBS):
+    "Run every notebook (slow cells skipped) and save its outputs in place"
+    from nbdev.test import test_nb  # noqa: F401 (the environment nbdev_test sets up)
+    from nbdev.process import NBProcessor
+    from nbdev.frontmatter import FrontmatterProc
+    from execnb.shell import CaptureShell
+    from execnb.nbio import write_nb
+    from fastcore.xtras import working_directory
+    os.environ['IN_TEST'] = '1'
+    for p in paths or [p for p in notebooks(nbs) if p.stem != 'index']:  # the index is the README: its source alone
+        nb = NBProcessor(p, procs=FrontmatterProc, process=True).nb
+        skip = lambda c: c.cell_type != 'code' or 'nbdev_export(' in c.source or 'slow' in (getattr(c, 'directives_', {}) or {})
+        with working_directory(p.parent): CaptureShell(p).run_all(nb, exc_stop=True, preproc=skip)
+        write_nb(nb, p)
+        print(f'executed {p.name}', flush=True)
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--execute', action='store_true', help='run the notebooks first and save their outputs in place')
+    ap.add_argument('--out', default=str(ROOT/'_docs'))
+    a = ap.parse_args()
+    if a.execute: execute()
+    out = build(a.out)
+    bad = check_site(out)
+    print(f"{len(list(out.glob('*.html')))} pages in {out}; open {out/'index.html'}")
+    for b in bad: print(f'broken: {b}', file=sys.stderr)
+    sys.exit(1 if bad else 0)
