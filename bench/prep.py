@@ -41,12 +41,13 @@ def naive(src, dst, size=512, tile=128):
                 for x in range(0, size, tile):
                     im.crop((x, y, x + tile, y + tile)).save(dst/'tiles'/kind/f'{ip.stem}_y{y:05d}_x{x:05d}.png')
 
+TO_PNG = ("import sys, pathlib, pyvips\nfor f in sorted(pathlib.Path(sys.argv[1]).glob('*/*.tif')):\n"
+          "    pyvips.Image.new_from_file(str(f), access='sequential').pngsave(str(f.with_suffix('.png')), compression=1); f.unlink()")
+
 def as_png(src:Path):
-    "Every TIFF of `src`/{sat,map} converted to PNG by libvips (by strips: any size), the TIFF removed"
-    import pyvips
-    for f in sorted(src.glob('*/*.tif')):
-        pyvips.Image.new_from_file(str(f), access='sequential').pngsave(str(f.with_suffix('.png')), compression=1)
-        f.unlink()
+    """Every TIFF of `src`/{sat,map} converted to PNG by libvips (by strips: any size), the TIFF removed; in a process of
+    its own, so that this one has not loaded libvips (its forked workers would then read with Pillow, see `raster.vips`)"""
+    subprocess.run([sys.executable, '-c', TO_PNG, str(src)], check=True)
 
 def same_pixels(a, b):
     fa, fb = sorted(p.relative_to(a) for p in a.rglob('*.png')), sorted(p.relative_to(b) for p in b.rglob('*.png'))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00a_raster.ipynb #cc2f41c4
 from __future__ import annotations
-import logging, os, warnings
+import logging, os, sys, warnings
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -82,15 +82,20 @@ def _read_pil(path, as_image):
         mode = _pil_mode(im, as_image)
         return _pil_array(im.convert(mode) if mode != im.mode else im)
 
-_VIPS_PID = None  # the process that loaded libvips
+_FORKED = False  # whether this process was forked from one that had loaded libvips
+
+def _after_fork():
+    global _FORKED
+    _FORKED = _FORKED or 'pyvips' in sys.modules
+os.register_at_fork(after_in_child=_after_fork)
 
 def vips():
-    """pyvips, or None in a process forked from one that had loaded it: libvips is not fork-safe (a forked child that
-    calls it can hang), so such a child (a DataLoader worker, say) reads and writes with Pillow instead"""
-    global _VIPS_PID
+    """pyvips, or None in a process forked from one that had loaded it (by this package or any other code): libvips is
+    not fork-safe (a forked child that calls it can hang), so such a child (a DataLoader worker, say) reads and
+    writes with Pillow instead"""
+    if _FORKED: return None
     import pyvips
-    if _VIPS_PID is None: _VIPS_PID = os.getpid()
-    return pyvips if os.getpid() == _VIPS_PID else None
+    return pyvips
 
 VIPS_MODES = ('L', 'LA', 'RGB', 'RGBA', 'I;16', 'I;16B')  # PNG/JPEG kinds libvips reads as Pillow would (palettes, CMYK, 1-bit: Pillow)
 

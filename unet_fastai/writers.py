@@ -32,42 +32,43 @@ class _Rows:
         self._write(np.ascontiguousarray(a).reshape(len(a), w, c))
         self.rows += len(a)
 
-class _PngRows(_Rows):
-    """8-bit gray or RGB PNG written as rows come: the rows go to a raw file beside it (a temporary too), which libvips
-    encodes when the last row has come, reading it a strip at a time ('Up' filter, zlib `level`)"""
-    def __init__(self, path, height, width, bands, level):
-        super().__init__(path, height, width, bands, level)
-        self.tmp, self.level = Path(path), level
-        self.raw = self.tmp.with_suffix('.raw.tmp')
-        self.f = open(self.raw, 'wb')
-    def _write(self, a): self.f.write(a.data)
-    def close(self, ok=True):
-        self.f.close()
-        try:
-            if ok: self._encode()
-        finally: self.raw.unlink(missing_ok=True)
-    def _encode(self):
-        h, w, c = self.shape
-        if (pyvips := vips()) is not None:
-            pyvips.Image.rawload(str(self.raw), w, h, c).pngsave(str(self.tmp), compression=self.level, filter='up', strip=True)
-        else:  # a child forked from a process that had loaded libvips: Pillow, which needs the image whole
-            a = np.fromfile(self.raw, np.uint8).reshape(h, w, c)
-            Image.fromarray(a[..., 0] if c == 1 else a).save(self.tmp, format='PNG', compress_level=self.level)
-
 class _TiffRows(_Rows):
-    "A TIFF of any number of bands (DEFLATE) written as rows come, through rasterio"
-    def __init__(self, path, height, width, bands, level):
+    "A TIFF of any number of bands (DEFLATE; `level` None: uncompressed) written as rows come, through rasterio"
+    def __init__(self, path, height, width, bands, level, photometric='minisblack'):
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning
         super().__init__(path, height, width, bands, level)
+        packing = dict(compress='deflate', zlevel=level) if level is not None else {}
         with warnings.catch_warnings():  # a plain image: no CRS meant
             warnings.simplefilter('ignore', NotGeoreferencedWarning)
             self.ds = rasterio.open(path, 'w', driver='GTiff', height=height, width=width, count=bands, dtype='uint8',
-                                    compress='deflate', zlevel=level, photometric='minisblack')
+                                    photometric=photometric, **packing)
     def _write(self, a):
         from rasterio.windows import Window
         self.ds.write(np.moveaxis(a, -1, 0), window=Window(0, self.rows, a.shape[1], len(a)))
     def close(self, ok=True): self.ds.close()
+
+class _PngRows(_TiffRows):
+    """8-bit gray or RGB PNG written as rows come. Pillow cannot write a PNG by parts: the rows go to an uncompressed
+    TIFF beside it (a temporary too), which libvips encodes as PNG once the last row has come, reading it a strip at a
+    time ('Up' filter, zlib `level`)"""
+    def __init__(self, path, height, width, bands, level):
+        self.png, self.level = Path(path), level
+        super().__init__(self.png.with_suffix('.rows.tif.tmp'), height, width, bands, None, 'rgb' if bands == 3 else 'minisblack')
+    def close(self, ok=True):
+        super().close(ok)
+        rows = Path(self.ds.name)
+        try:
+            if ok: self._encode(rows)
+        finally: rows.unlink(missing_ok=True)
+    def _encode(self, rows):
+        if (pyvips := vips()) is not None:
+            pyvips.Image.new_from_file(str(rows), access='sequential').pngsave(str(self.png), compression=self.level,
+                                                                              filter='up', strip=True)
+        else:  # a child forked from a process that had loaded libvips: Pillow, which needs the image whole
+            import rasterio
+            with rasterio.open(rows) as ds: a = np.moveaxis(ds.read(), 0, -1)
+            Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).save(self.png, format='PNG', compress_level=self.level)
 
 @contextmanager
 def image_writer(path, # destination (PNG; the suffix becomes .tif for other than 1 or 3 bands, see `image_path`)
