@@ -89,30 +89,34 @@ def check_site(out)->list:
             if not (f.parent/target).exists(): bad.append(f'{f.name}: {target}')
     return bad
 
-def execute(paths=None, nbs=NBS):
-    "Run every notebook (slow cells skipped) and save its outputs in place"
-    from nbdev.test import test_nb  # noqa: F401 (the environment nbdev_test sets up)
-    from nbdev.process import NBProcessor
-    from nbdev.frontmatter import FrontmatterProc
+def execute(paths=None, nbs=NBS)->list:
+    "Run every notebook but the index (slow cells skipped, as `nbdev_test` does) and save its outputs in place; the names of those that failed"
     from execnb.shell import CaptureShell
-    from execnb.nbio import write_nb
+    from execnb.nbio import read_nb, write_nb
     from fastcore.xtras import working_directory
     os.environ['IN_TEST'] = '1'
+    failed = []
     for p in paths or [p for p in notebooks(nbs) if p.stem != 'index']:  # the index is the README: its source alone
-        nb = NBProcessor(p, procs=FrontmatterProc, process=True).nb
-        skip = lambda c: c.cell_type != 'code' or 'nbdev_export(' in c.source or 'slow' in (getattr(c, 'directives_', {}) or {})
-        with working_directory(p.parent): CaptureShell(p).run_all(nb, exc_stop=True, preproc=skip)
+        nb = read_nb(p)  # as stored: the cells keep their directives
+        skip = lambda c: c.cell_type != 'code' or 'nbdev_export(' in c.source or 'slow' in _directives(c.source)[0]
+        shell = CaptureShell(p)
+        try:
+            with working_directory(p.parent): shell.run_all(nb, exc_stop=True, preproc=skip)
+        except Exception:
+            print(f'{p.name}: failed, its outputs not saved\n{shell.prettytb(fname=p)}', file=sys.stderr, flush=True)
+            failed.append(p.name); continue
         write_nb(nb, p)
         print(f'executed {p.name}', flush=True)
+    return failed
 
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--execute', action='store_true', help='run the notebooks first and save their outputs in place')
     ap.add_argument('--out', default=str(ROOT/'_docs'))
     a = ap.parse_args()
-    if a.execute: execute()
+    failed = execute() if a.execute else []
     out = build(a.out)
     bad = check_site(out)
     print(f"{len(list(out.glob('*.html')))} pages in {out}; open {out/'index.html'}")
     for b in bad: print(f'broken: {b}', file=sys.stderr)
-    sys.exit(1 if bad else 0)
+    sys.exit(1 if bad or failed else 0)

@@ -5,6 +5,7 @@
 # %% ../nbs/14_app.ipynb #fedd4711
 from __future__ import annotations
 import os
+from pathlib import Path
 import numpy as np
 from .core import run_cli
 from .predict import load_model, check_model, predict_scene, overlay
@@ -41,7 +42,7 @@ def make_app(model:str, # exported learner (model.pkl) or ONNX model
     upload = gr.Image(type='numpy', label='image')
     decode = upload.preprocess
     def preprocess(payload):  # a file gradio cannot decode is said on the page in one line, not as a server traceback
-        name = getattr(payload, 'orig_name', None) or 'the file'
+        name = getattr(payload, 'orig_name', None) or (Path(payload.path).name if payload is not None else 'the file')
         try: mpx = _megapixels(payload.path) if payload is not None else 0
         except Exception: mpx = 0  # not an image: said below, by the decoder's failure
         if mpx > max_mpx:  # before decoding: the page is for images a person looks at, not for scenes of any size
