@@ -148,7 +148,7 @@ def test_kill_then_rerun(tmp_path):
     assert files == sorted(p.relative_to(out) for p in out.rglob('*.png'))
     assert all((load(ref/f) == load(out/f)).all() for f in files)
 
-PEAK = ("import re, sys; import unet_fastai.core as c; c.GDAL_CACHE = 16 << 20; from unet_fastai.preparation import prepare; "
+PEAK = ("import re, sys; import unet_fastai.raster as r; r.GDAL_CACHE = 16 << 20; from unet_fastai.preparation import prepare; "
         "prepare(sys.argv[1], sys.argv[2], size=0, scale=0.25, workers=0, progress=False); "
         "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024)")  # peak RSS of this process
 
