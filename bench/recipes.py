@@ -150,7 +150,7 @@ class Roads(Photos):
 
 SPECS = (CamVid, Cityscapes, PennFudan, Pets, Dogs, BSDS500, Roads)
 
-def loss_key(spec, dls, cfg:dict):
+def loss_key(spec, cfg:dict):
     "What a configuration trains with on this data set: configurations with the same key are the same run"
     if spec.own_loss: return 'own loss'
     import inspect
@@ -245,10 +245,10 @@ def main(only=None, configs=None, folds=3, seed=0, quick=False, save=False, work
                   f"{[sum(groups[g] for g in p) for p in parts]} items; {spec.budget if not quick else f'{epochs} epochs (quick)'}", flush=True)
             results = {c: [] for c in configs or spec.configs}
             for f, valid in enumerate(parts[:1] if quick else parts):
-                probe, done = spec.dls(valid), {}
+                done = {}
                 for c in results:
                     if spec.own_loss and c != 'default': continue
-                    key = loss_key(spec, probe, CONFIGS[c])
+                    key = loss_key(spec, CONFIGS[c])
                     if key not in done:
                         with tempfile.TemporaryDirectory(dir=work) as out: done[key] = run_fold(spec, CONFIGS[c], valid, seed + f, out, epochs)
                         r = done[key]
@@ -257,7 +257,7 @@ def main(only=None, configs=None, folds=3, seed=0, quick=False, save=False, work
                               + f"  (lowest IoU: {', '.join(f'{n} {v:.2f}' for n, v in r['worst'])})", flush=True)
                     else: print(f"  fold {f} [{c}]: the same run as above (same loss here)", flush=True)
                     results[c].append(done[key])
-            rows = summarise(spec.name, spec.keys, spec.budget, results, before)
+            rows = summarise(spec.name, spec.keys, spec.budget, results, {} if quick else before)  # a screen is no full run to compare
             if save and not quick: write_csv(rows); print(f"  written to {CSV}", flush=True)
     print(f"\nall: {(time.perf_counter() - t0) / 60:.1f} min")
 

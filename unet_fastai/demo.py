@@ -38,7 +38,7 @@ def unet_fastai_demo(dest:str='data/demo', # working folder: scenes/, prepared/ 
           f"in {dest/'prepared'/'tiles'}")
     freeze_epochs = int(pretrained) if freeze_epochs is None else freeze_epochs
     if not (epochs or freeze_epochs): return r
-    from unet_fastai.train import train_roads# fastai loads only when training
+    from unet_fastai.train import train_roads  # fastai loads only when training
     from unet_fastai.pictures import read_history
     from fastai.torch_core import set_seed
     set_seed(seed)  # the same seed gives the same training run (on one machine)

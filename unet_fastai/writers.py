@@ -96,7 +96,8 @@ def save_image(arr:np.ndarray, # uint8 (H,W) or (H,W,bands)
         with image_writer(path, *arr.shape[:2], bands, compress_level) as w: w.write(arr)
         return w.path
     if arr.dtype != np.uint8: raise ValueError(f"{path}: pixels of type {arr.dtype}; images are written as uint8")
-    with atomic_write(path) as tmp: Image.fromarray(arr[..., 0] if arr.ndim == 3 and bands == 1 else arr).save(tmp, format='PNG', compress_level=compress_level)
+    with atomic_write(path) as tmp:
+        Image.fromarray(arr.reshape(arr.shape[:2]) if bands == 1 else arr).save(tmp, format='PNG', compress_level=compress_level)
     return Path(path)
 
 @contextmanager
