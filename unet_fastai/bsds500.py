@@ -11,7 +11,7 @@ from fastcore.meta import delegates
 from .core import BadInputError
 from .raster import read_image
 from .writers import save_image
-from .preparation import run_steps
+from .workers import run_steps
 from .data import pairs_dls
 from .metrics import RelaxedMetric, dice
 from .train import train_segmentation

@@ -12,7 +12,7 @@ from .core import BadInputError, atomic_write, is_image_file
 from .masks import MaskMap
 from .raster import read_array
 from .writers import save_image
-from .preparation import run_steps
+from .workers import run_steps
 from .data import segmentation_dls
 from .train import train_segmentation, whole_frames
 from .distributed import main_first

@@ -9,7 +9,8 @@ import numpy as np
 from fastprogress.fastprogress import progress_bar
 from .masks import NODATA, mask_map, read_mask
 from .core import BadInputError, run_cli, atomic_write
-from .raster import parse_bands
+from .raster import Raster, parse_bands, scene_sources
+from .labels import VectorLabels, vector_labels
 from .preparation import files_by_stem
 from .predict import predict_scene, load_model, check_model, check_images
 # torch and the metrics are imported in `evaluate_scenes`, so that the command line checks its files first
@@ -27,7 +28,7 @@ def scene_pairs(images, masks, mask_suffix='')->list:
     return [(imgs[s], msks[s]) for s in imgs]
 
 def evaluate_scenes(learn, # learner (or `OnnxSegmenter`)
-                    pairs:list, # (image, mask) paths
+                    pairs:list, # (image, mask) paths; a mask may be `VectorLabels`, burned into each scene's mask
                     mmap='auto', # mask values → classes; 'auto': 'binary' for 2-class models, else 'identity'
                     rho:int=3, # relaxed metrics radius in pixels (0: none); 2-class models only
                     void:int=None, # void class of the masks (default: the learner's)
@@ -42,9 +43,11 @@ def evaluate_scenes(learn, # learner (or `OnnxSegmenter`)
     mm = mask_map(('binary' if n == 2 else 'identity') if mmap == 'auto' else mmap)
     binary = n_classes(codes, void) == 2 and rho > 0
     cm, rel = torch.zeros(n, n, dtype=torch.long), RelaxedCounts(rho) if binary else None
-    check_images([p for pair in pairs for p in pair])
+    check_images([p for pair in pairs for p in pair if not isinstance(p, VectorLabels)])
     for img, msk in progress_bar(pairs, leave=False):
-        truth = read_mask(msk, mm)
+        if isinstance(msk, VectorLabels):
+            with Raster(img) as r: truth = msk.for_scene(r).read()[..., 0]
+        else: truth = read_mask(msk, mm)
         pred, probs = predict_scene(learn, img, with_probs=binary, **kwargs)
         if truth.shape != pred.shape:
             raise BadInputError(f"{msk}: mask is {truth.shape[1]}×{truth.shape[0]} but its image {img} is {pred.shape[1]}×{pred.shape[0]}")
@@ -77,8 +80,11 @@ def format_results(r:dict)->str:
 
 # %% ../nbs/08_evaluate.ipynb #04766536
 def unet_fastai_evaluate(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
-                         images:str=None, # folder of scenes (required)
-                         masks:str=None, # folder of masks, paired with the scenes by stem (required)
+                         images:str=None, # scenes (required): a folder; with --labels also a VRT, list file (.txt) or URL
+                         masks:str=None, # folder of masks, paired with the scenes by stem (or --labels)
+                         labels:str=None, # or a vector file of labels (any OGR format and CRS), burned into each scene's mask
+                         label_field:str=None, # attribute of --labels that holds the class, mapped by --mask-map (default: every feature is class 1)
+                         buffer:float=0, # metres added on each side of label lines and points
                          relaxed:int=3, # radius ρ of the relaxed precision/recall (2-class models; 0: off)
                          json:str=None, # also write the results to this file as JSON
                          mask_map:str='auto', # mask values → classes ('auto': 0/255 → 0/1 for 2 classes, else indices)
@@ -91,9 +97,14 @@ def unet_fastai_evaluate(model:str, # exported learner (model.pkl) or ONNX model
                          nodata:int=None, # pixel value that marks no-data where every band has it, e.g. 255 (white): left out
                         )->dict:
     "Evaluate a trained U-Net on whole scenes: accuracy, IoU, Dice, relaxed breakeven"
-    if not (images and masks): raise BadInputError("pass --images DIR and --masks DIR")
-    pairs = scene_pairs(images, masks, mask_suffix)
-    check_model(model); check_images([p for pair in pairs for p in pair])  # before torch and the model load
+    if not (images and (masks or labels)): raise BadInputError("pass --images SCENES and --masks DIR (or --labels FILE)")
+    if labels:
+        lab = vector_labels(labels, label_field, 'identity' if mask_map == 'auto' else mask_map, buffer)
+        scenes = scene_sources(images)
+        lab.on_scenes(scenes)
+        pairs, mask_map = [(s, lab) for s in scenes], 'identity'
+    else: pairs = scene_pairs(images, masks, mask_suffix)
+    check_model(model); check_images([p for pair in pairs for p in pair if not isinstance(p, VectorLabels)])  # before torch and the model load
     r = evaluate_scenes(load_model(model), pairs, mmap=mask_map, rho=relaxed,
                         tile=tile, overlap=overlap, bs=bs, size=size, bands=parse_bands(bands), nodata=nodata)
     print(format_results(r))

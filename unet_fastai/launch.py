@@ -14,7 +14,8 @@ __all__ = ['TASKS', 'UsageError', 'task_function', 'task_parser', 'usage', 'pars
 # %% ../nbs/15_launch.ipynb #5588a7a8
 TASKS = {'camvid': 'train.train_camvid', 'roads': 'train.train_roads', 'pennfudan': 'pennfudan.train_pennfudan',
          'pets': 'pets.train_pets', 'dogs': 'pets.train_dogs', 'cityscapes': 'cityscapes.train_cityscapes',
-         'bsds500': 'bsds500.train_bsds500', 'pairs': 'train.train_pairs'}
+         'bsds500': 'bsds500.train_bsds500', 'pairs': 'train.train_pairs',
+         'scenes': 'train.train_scenes'}
 
 class UsageError(Exception):
     "The command line's words are wrong (exit code 2)"
@@ -81,17 +82,19 @@ def parse_command(argv:list)->tuple: # (task, training function, options)
     if not argv or argv[0] in ('-h', '--help'): print(usage()); raise SystemExit(0)
     task, rest = argv[0], argv[1:]
     _check_task(task)
-    if rest and not rest[0].startswith('-') and not Path(rest[0]).exists():  # before torch and fastai load
+    from unet_fastai.raster import is_url
+    if rest and not rest[0].startswith('-') and not is_url(rest[0]) and not Path(rest[0]).exists():  # before torch and fastai load
         raise BadInputError(f"{rest[0]}: data folder not found; check the path")
     from unet_fastai.options import check_values, check_options, load_yaml
     fn = task_function(task)
     args = vars(task_parser(task, fn).parse_args(rest))
-    data, config = Path(args.pop('data')), args.pop('config', None)
-    if not data.exists(): raise BadInputError(f"{data}: data folder not found; check the path")
+    data, config = args.pop('data'), args.pop('config', None)
+    if not is_url(data) and not Path(data).exists(): raise BadInputError(f"{data}: data folder not found; check the path")
     from_file = load_yaml(config) if config else {}
     check_values(from_file, fn, config)
     check_values(args, fn, f'unet_fastai_train {task}')
-    opts = check_options({**from_file, **args, 'path': str(data.resolve())}, fn, f'unet_fastai_train {task}')
+    path = data if is_url(data) else str(Path(data).resolve())
+    opts = check_options({**from_file, **args, 'path': path}, fn, f'unet_fastai_train {task}')
     if 'out' in opts: opts['out'] = str(Path(opts['out']).resolve())
     return task, fn, opts
 

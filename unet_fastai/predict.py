@@ -11,16 +11,16 @@ from contextlib import ExitStack
 from fastcore.script import Param
 from fastprogress.fastprogress import progress_bar
 from .masks import NODATA
-from .core import BadInputError, file_head, is_image_file, run_cli, atomic_write
-from .raster import Raster, read_image, image_size, parse_bands
+from .core import BadInputError, file_head, run_cli, atomic_write
+from .raster import Raster, read_image, image_size, parse_bands, scene_sources, scene_stem
 from .writers import save_image, geotiff_writer, feature_collection
 from .geometry import tile_starts, scaled_shape
 # torch, fastai and the model are imported where they are used, so that the command line checks its files first
 
 # %% auto #0
 __all__ = ['PALETTE', 'PICKLE_NOTE', 'FORMATS', 'scene_rgb', 'blend_window', 'resize_bilinear', 'model_bands', 'predict_strips',
-           'predict_scene', 'predict_geotiff', 'mask_polygons', 'overlay', 'image_files', 'check_model', 'load_model',
-           'check_images', 'unet_fastai_predict', 'predict_cli']
+           'predict_scene', 'predict_geotiff', 'mask_polygons', 'overlay', 'check_model', 'load_model', 'check_images',
+           'unet_fastai_predict', 'predict_cli']
 
 # %% ../nbs/07_predict.ipynb #e6e2afde
 def scene_rgb(image)->np.ndarray:
@@ -251,14 +251,6 @@ def overlay(img:np.ndarray, mask:np.ndarray, alpha=0.5)->np.ndarray:
     out[on] = (1 - alpha) * out[on] + alpha * col[on]
     return out.astype(np.uint8)
 
-def image_files(inputs)->list:
-    "The image files among `inputs` (files, or folders listed non-recursively), sorted within each folder"
-    files = []
-    for i in map(Path, inputs):
-        if i.is_dir(): files += sorted(p for p in i.iterdir() if is_image_file(p))
-        else: files.append(i)
-    return files
-
 def check_model(model)->Path:
     "`model` if it looks like a model file (checked without loading torch); else a `BadInputError` saying what it is"
     p, head = Path(model), file_head(model, 'model file', 'pass the model.pkl written by training (or a .onnx)')
@@ -301,7 +293,7 @@ def check_images(files, skip_bad=False)->tuple:
 FORMATS = ('auto', 'tif', 'png')
 
 def unet_fastai_predict(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
-                        inputs:Param("image files or folders", str, nargs='+'),
+                        inputs:Param("scenes: image files, folders, list files (.txt), GDAL VRTs or URLs (https://, s3://, /vsicurl/)", str, nargs='+'),
                         out:str='predictions', # folder for <stem>_mask.tif|png (and <stem>_overlay.png, <stem>_probs.tif, <stem>_mask.geojson)
                         tile:int=None, # tile size (default: the model's training tiles; 0: whole image)
                         overlap:int=None, # tile overlap (default: tile // 4)
@@ -319,21 +311,22 @@ def unet_fastai_predict(model:str, # exported learner (model.pkl) or ONNX model 
     "Predict class masks and overlays for images of any size with a trained U-Net; GeoTIFFs in, GeoTIFFs out"
     if format not in FORMATS: raise BadInputError(f"--format {format}: use one of {', '.join(FORMATS)}")
     check_model(model)  # the files first: a wrong path fails before torch and the model load
-    files, bad = check_images(image_files(inputs), skip_bad)
+    files, bad = check_images(scene_sources(inputs), skip_bad)
     if not files and not bad: raise BadInputError(f"{' '.join(inputs)}: no images found")
     from unet_fastai.models import learner_codes
     learn, out, bands = load_model(model), Path(out), parse_bands(bands)
     for f in progress_bar(files, leave=False):
+        stem = scene_stem(f)
         with _scene(learn, f, bands, nodata) as scene:
             kw = dict(tile=tile, overlap=overlap, bs=bs, size=size, scale=scale)
             if format == 'tif' or (format == 'auto' and scene.georeferenced):
-                predict_geotiff(learn, scene, out/f'{f.stem}_mask.tif', out/f'{f.stem}_probs.tif' if probs else None, **kw)
-                if vector: mask_polygons(out/f'{f.stem}_mask.tif', out/f'{f.stem}_mask.geojson')
+                predict_geotiff(learn, scene, out/f'{stem}_mask.tif', out/f'{stem}_probs.tif' if probs else None, **kw)
+                if vector: mask_polygons(out/f'{stem}_mask.tif', out/f'{stem}_mask.geojson')
                 continue
             mask, _ = predict_scene(learn, scene, with_probs=False, **kw)
             img = scene.image()  # decoded already (PNG/JPEG are read whole)
-        save_image((mask == 1).astype(np.uint8) * 255 if binary_255 and len(learner_codes(learn)) == 2 else mask, out/f'{f.stem}_mask.png')
-        save_image(overlay(img, mask), out/f'{f.stem}_overlay.png')
+        save_image((mask == 1).astype(np.uint8) * 255 if binary_255 and len(learner_codes(learn)) == 2 else mask, out/f'{stem}_mask.png')
+        save_image(overlay(img, mask), out/f'{stem}_overlay.png')
     print(f"{len(files)} images predicted into {out}")
     for m in bad: print(f"skipped: {m}")
     return files

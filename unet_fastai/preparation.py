@@ -4,25 +4,23 @@
 
 # %% ../nbs/02_prepare.ipynb #195b937a
 from __future__ import annotations
-import ctypes, glob, json, multiprocessing, os, signal, sys, threading, warnings
-from functools import partial
-from concurrent.futures import InvalidStateError
-from contextlib import ExitStack, contextmanager, nullcontext
+import glob, json, warnings
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from fastcore.basics import defaults
-from fastcore.parallel import parallel
 from .core import *
 from .raster import *
 from .masks import *
 from .writers import *
 from .geometry import *
+from .labels import vector_labels
+from .workers import *
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'STRIP_ROWS', 'files_by_stem', 'find_pairs', 'read_tiles', 'resize_warning', 'row_strips', 'nearest_index',
-           'nearest_rows', 'scene_strips', 'tile_index', 'prepare_scene', 'check_pair', 'run_parallel', 'run_steps',
-           'prepare', 'unet_fastai_prepare', 'prepare_cli']
+           'nearest_rows', 'scene_strips', 'tile_index', 'prepare_scene', 'check_pair', 'prepare',
+           'unet_fastai_prepare', 'prepare_cli']
 
 # %% ../nbs/02_prepare.ipynb #edd3fa68
 LAYOUTS = (('images', 'masks'), ('sat', 'map'), ('PNGImages', 'PedMasks'), ('images', 'annotations/trimaps'))
@@ -39,10 +37,11 @@ def files_by_stem(folder, # folder to list (not recursive)
         out[stem] = p
     return out
 
-def find_pairs(src, # folder with images/ + masks/, sat/ + map/, or images alone
+def find_pairs(src, # folder with images/ + masks/, sat/ + map/, or images alone; or scenes without masks: a VRT, list file or URL
                mask_suffix='', # masks are named <stem><mask_suffix>
               )->tuple: # ([(stem, image, mask or None)], [unpaired files])
-    "Pair the images and masks under `src` by stem"
+    "Pair the images and masks under `src` by stem (scenes that are not in a folder have no masks: see `scene_sources`)"
+    if is_url(src) or Path(src).is_file(): return [(scene_stem(s), s, None) for s in scene_sources(src)], []
     src = Path(src)
     if not src.is_dir(): raise BadInputError(f"{src}: source folder not found")
     idir, mdir = next(((src/i, src/m) for i, m in LAYOUTS if (src/i).is_dir() and (src/m).is_dir()),
@@ -144,10 +143,10 @@ def _write_scene(img, msk, mmap, stem, dst, out, kinds:dict, resized, tile, over
         written += [w.path for w in ws.values()]
 
 def _source_sig(p)->list:
-    "What identifies a source file in a done-marker: its resolved path (any spelling, links followed), size and time"
-    if p is None: return None
-    st = p.stat()
-    return [str(p.resolve()), st.st_size, st.st_mtime_ns]
+    "What identifies a source file in a done-marker: its resolved path (any spelling, links followed), size and time; a URL"
+    if p is None or is_url(p): return p
+    st = Path(p).stat()
+    return [str(Path(p).resolve()), st.st_size, st.st_mtime_ns]
 
 def _partner(p, outputs, dst):
     m = p.parent.parent/'masks'/(p.stem + '.png')
@@ -179,16 +178,18 @@ def prepare_scene(stem:str, # output name
                   bands:list=None, # image bands, numbered from 1 (default: the first three)
                   nodata=None, # pixel value that marks no-data where every band has it (e.g. 255), besides the file's own
                   scale:float=None, # or rescale by this factor (instead of `size`)
+                  labels:dict=None, # or burn the mask from vector labels: `vector_labels`'s arguments (path, field, mmap, buffer)
                  )->str: # 'done' or 'skipped'
     "Write the PNG, rescaled and tiled versions of one scene (and its mask) under `dst`, a strip of rows at a time"
-    dst, image, mask = Path(dst), Path(image), mask and Path(mask)
+    dst, image, mask = Path(dst), as_source(image), mask and Path(mask)
     marker = dst/'.done'/f'{stem}.json'
-    params = dict(image=_source_sig(image), mask=_source_sig(mask), size=size or 0, scale=scale, tile=tile or 0,
+    lab = labels and {**labels, 'path': _source_sig(labels['path'])}
+    params = dict(image=_source_sig(image), mask=_source_sig(mask), labels=lab, size=size or 0, scale=scale, tile=tile or 0,
                   overlap=overlap, mask_map=str(mmap), scale16=scale16, bands=bands, nodata=nodata)
     old = json.loads(marker.read_text()) if marker.exists() else {}
     if old.get('finished') and old.get('params') == params: return 'skipped'
     with Raster(image, bands=bands, nodata=nodata, scale16=scale16) as img, \
-         (Raster(mask, as_image=False) if mask else nullcontext()) as msk:
+         (Raster(mask, as_image=False) if mask else vector_labels(**labels).for_scene(img) if labels else nullcontext()) as msk:
         shape, out = (img.height, img.width), scaled_shape(img.height, img.width, size, scale)
         if msk is not None and (msk.height, msk.width) != shape:
             raise BadInputError(f"{mask}: mask is {msk.width}×{msk.height} but its image {image} is {img.width}×{img.height}; "
@@ -203,7 +204,7 @@ def prepare_scene(stem:str, # output name
         with atomic_write(marker) as t: t.write_text(json.dumps(record))
         written = []
         try:
-            _write_scene(img, msk, mask_map(mmap), stem, dst, out, kinds, bool(size or scale), tile, overlap, written)
+            _write_scene(img, msk, mask_map('identity' if labels else mmap), stem, dst, out, kinds, bool(size or scale), tile, overlap, written)
             if tile and img.georeferenced:
                 index = dst/'tiles'/'index'/f'{stem}.geojson'
                 with atomic_write(index) as t: t.write_text(json.dumps(tile_index(written, img, out, tile, dst)))
@@ -229,57 +230,11 @@ def check_pair(stem, # scene name
             return f"{mask}: mask is {mw}×{mh} but its image {image} is {hw[1]}×{hw[0]}; they must be the same size"
     except BadInputError as e: return str(e)
 
-def _die_with_parent(parent:int):
-    "In a worker process: be killed when the parent dies, even by SIGKILL (Linux), and leave Ctrl-C to the parent"
-    if os.getpid() == parent: return  # not a worker: `workers` 0 or 1
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith('linux'): ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
-    if os.getppid() != parent: os._exit(1)  # the parent died before that
-
-def _in_worker(item, fn=None, parent:int=None, **kwargs):
-    _die_with_parent(parent)
-    return fn(item, **kwargs)
-
-@contextmanager
-def _interruptible():
-    "Ctrl-C kills the worker processes at once (the pool would wait for their tasks), then raises `KeyboardInterrupt` here"
-    if threading.current_thread() is not threading.main_thread(): yield; return
-    hook = threading.excepthook
-    def stop(*_):
-        # CPython < 3.12 (gh-107219): the pool's manager thread then sets an error on futures already cancelled and
-        # prints a traceback of InvalidStateError; it means nothing here
-        threading.excepthook = lambda a: None if a.exc_type is InvalidStateError else hook(a)
-        for p in multiprocessing.active_children(): p.kill()
-        raise KeyboardInterrupt
-    old = signal.signal(signal.SIGINT, stop)
-    try: yield
-    finally: signal.signal(signal.SIGINT, old); threading.excepthook = hook
-
-def run_parallel(f, # called as f(item, **kwargs)
-                 items:list,
-                 workers:int=None, # processes (default: one per core; 0 or 1: this process)
-                 progress=True, # fastprogress bar (when there is more than one item)
-                 **kwargs)->list:
-    """`f` over `items` with fastcore's `parallel`: the one way every preparation step uses the cores. Workers die with
-    this process (a kill -9 included), and Ctrl-C stops them at once"""
-    n = defaults.cpus if workers is None else workers
-    with _interruptible():
-        return list(parallel(partial(_in_worker, fn=f, parent=os.getpid()), items, n_workers=n if n > 1 else 0,
-                             progress=progress and len(items) > 1, **kwargs))
-
-def run_steps(f, # a resumable step: f(item, **kwargs) → 'done', 'skipped' or an error message
-              items:list, workers:int=None, progress=True, **kwargs)->dict: # {'done': n, 'skipped': n}
-    "`run_parallel` over resumable steps; every step's error message in one `BadInputError` at the end"
-    res = run_parallel(f, items, workers, progress, **kwargs)
-    bad = [r for r in res if r not in ('done', 'skipped')]
-    if bad: raise BadInputError('\n'.join(bad))
-    return {k: res.count(k) for k in ('done', 'skipped')}
-
 def _prepare_one(item, **kwargs):
     try: return prepare_scene(*item, **kwargs), None
     except BadInputError as e: return 'bad', str(e)
 
-def prepare(src, # folder with images/ + masks/, sat/ + map/, or images alone
+def prepare(src, # folder with images/ + masks/, sat/ + map/, or images alone; or a VRT, list file (.txt) or URL of scenes
             dst, # destination folder
             size:int=512, # rescale scenes so that their longer side is `size`, aspect ratio kept (0: keep their size)
             tile:int=128, # tile size (0: no tiles)
@@ -293,35 +248,41 @@ def prepare(src, # folder with images/ + masks/, sat/ + map/, or images alone
             skip_bad=False, # skip and list bad scenes instead of failing
             progress=True, # show a progress bar
             scale:float=None, # or rescale every scene by this factor (one ground resolution for scenes of any size)
+            labels=None, # vector file of labels (any OGR format) to burn the masks from, instead of mask files
+            label_field:str=None, # attribute of `labels` that holds the class (`mmap` maps its values; default: all class 1)
+            buffer:float=0, # metres added on each side of label lines and points (see `VectorLabels`)
            )->dict: # stems done and skipped, bad-file messages, unpaired files
-    "Prepare every scene under `src` into `dst`: PNG, resized and tiled, images and masks"
+    "Prepare every scene under `src` into `dst`: PNG, resized and tiled, images and masks (from mask files or vector labels)"
     if scale16 not in SCALE16: raise ValueError(f"scale16 must be one of {SCALE16}")
     if tile: tile_starts(tile, tile, overlap)  # validates overlap
-    mask_map(mmap)  # validates the spec before any work
+    if not labels: mask_map(mmap)  # validates the spec before any work
     pairs, unpaired = find_pairs(src, mask_suffix)
+    lab = labels and dict(path=str(labels), field=label_field, mmap=mmap, buffer=buffer)
+    if lab: pairs = [(s, i, None) for s, i, _ in pairs]  # the masks come from the labels
     checks = [check_pair(*p) for p in pairs]
     bad = [c for c in checks if c]
     if bad and not skip_bad: raise BadInputError('\n'.join(bad))
     todo = [p for p, c in zip(pairs, checks) if not c]
     if scale is not None and not scale > 0: raise ValueError(f"scale must be > 0, not {scale}")
     shapes = {p[1]: image_size(p[1]) for p in todo}
+    if lab and todo: vector_labels(**lab).on_scenes([p[1] for p in todo])  # the file read, and on the scenes, before any work
     for p, hw in shapes.items():
         if (w := resize_warning(p, *hw, size, scale)): warnings.warn(w, stacklevel=2)
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     remove_temporaries(dst)
     res = run_parallel(_prepare_one, todo, workers, progress, dst=dst, size=size, tile=tile, overlap=overlap, mmap=mmap, scale16=scale16,
-                       bands=bands, nodata=nodata, scale=scale)
+                       bands=bands, nodata=nodata, scale=scale, labels=lab)
     bad += [msg for status, msg in res if status == 'bad']
     with atomic_write(dst/'prepare.json') as t:  # how the scenes were prepared, for training and prediction
         t.write_text(json.dumps(dict(size=0 if scale else size or 0, scale=scale, tile=tile or 0, overlap=overlap, mask_map=str(mmap),
-                                     scale16=scale16, bands=bands, nodata=nodata, scene_sizes=sorted(set(shapes.values()))[:100])))
+                                     labels=lab, scale16=scale16, bands=bands, nodata=nodata, scene_sizes=sorted(set(shapes.values()))[:100])))
     if bad and not skip_bad: raise BadInputError('\n'.join(bad))
     return dict(done=[p[0] for p, (s, _) in zip(todo, res) if s == 'done'],
                 skipped=[p[0] for p, (s, _) in zip(todo, res) if s == 'skipped'], bad=bad, unpaired=unpaired)
 
 # %% ../nbs/02_prepare.ipynb #813cfad9
-def unet_fastai_prepare(src:str, # source folder: images/ + masks/, sat/ + map/, or image files
+def unet_fastai_prepare(src:str, # source: a folder (images/ + masks/, sat/ + map/, or image files), a VRT, a list file (.txt) or a URL
                         dst:str, # destination folder (gets png/, resized/ and tiles/)
                         size:int=512, # rescale scenes so that their longer side is SIZE (aspect ratio kept); 0 keeps their size
                         tile:int=128, # tile size; 0 writes no tiles
@@ -334,10 +295,14 @@ def unet_fastai_prepare(src:str, # source folder: images/ + masks/, sat/ + map/,
                         mask_suffix:str='', # masks are named <stem><mask_suffix>, e.g. _mask
                         skip_bad:bool=False, # skip bad scenes and list them instead of failing
                         scale:float=None, # or rescale every scene by this factor, e.g. 0.5 (one ground resolution for scenes of any size)
+                        labels:str=None, # burn the masks from this vector file (GeoJSON, GeoPackage, Shapefile, ...) in any CRS
+                        label_field:str=None, # attribute of --labels that holds the class, mapped by --mask-map (default: every feature is class 1)
+                        buffer:float=0, # metres added on each side of label lines and points (a road centreline with 3 becomes 6 m wide)
                        ):
     "Convert scenes to PNG, resize them and cut them into tiles, images and masks alike"
     r = prepare(src, dst, size=size, tile=tile, overlap=overlap, workers=workers, mmap=mask_map,
-                scale16=scale16, mask_suffix=mask_suffix, skip_bad=skip_bad, bands=parse_bands(bands), nodata=nodata, scale=scale)
+                scale16=scale16, mask_suffix=mask_suffix, skip_bad=skip_bad, bands=parse_bands(bands), nodata=nodata, scale=scale,
+                labels=labels, label_field=label_field, buffer=buffer)
     print(f"{len(r['done'])} scenes prepared, {len(r['skipped'])} already done, into {dst}")
     for p in r['unpaired']: print(f"unpaired (no partner of the same stem): {p}")
     for m in r['bad']: print(f"skipped: {m}")

@@ -9,11 +9,12 @@ from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from .core import BadInputError, file_head
+from .core import BadInputError, file_head, is_image_file
 
 # %% auto #0
-__all__ = ['GDAL_CACHE', 'VIPS_MODES', 'SCALE16', 'gdal_env', 'vips', 'default_bands', 'to_uint8', 'Raster', 'resize_bands',
-           'parse_bands', 'read_array', 'image_size', 'read_image']
+__all__ = ['GDAL_CACHE', 'REMOTE', 'VIPS_MODES', 'SCALE16', 'gdal_env', 'is_url', 'as_source', 'scene_stem', 'vips',
+           'default_bands', 'to_uint8', 'Raster', 'resize_bands', 'scene_sources', 'parse_bands', 'read_array',
+           'image_size', 'read_image']
 
 # %% ../nbs/00a_raster.ipynb #522c702c
 _PIL_MAGIC = (b'\x89PNG', b'\xff\xd8\xff', b'GIF8', b'BM')  # PNG, JPEG (pixels by libvips), GIF, BMP: the header by Pillow
@@ -41,9 +42,30 @@ def _undecodable(path, e):
 GDAL_CACHE = 256 << 20  # bytes of GDAL's block cache; its default, 5 % of the RAM, would grow with the scene
 
 def gdal_env():
-    "rasterio's `Env` with a bounded block cache, in which GDAL's messages go to logging, not stderr"
+    """rasterio's `Env` with a bounded block cache, in which GDAL's messages go to logging, not stderr; a remote file
+    is opened without listing its folder on the server (one request fewer, and no listing of a bucket)"""
     import rasterio
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE)
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE, GDAL_DISABLE_READDIR_ON_OPEN='EMPTY_DIR')
+
+REMOTE = ('http://', 'https://', 'ftp://', 's3://', 'gs://', 'az://', '/vsi')  # what rasterio opens by GDAL's virtual file systems
+
+def is_url(src)->bool:
+    "Whether `src` names a remote raster (`REMOTE`: HTTP(S), object stores, GDAL's /vsi paths), read by range requests"
+    return isinstance(src, str) and src.startswith(REMOTE)
+
+def as_source(src):
+    "A scene as `Raster` takes it: a URL stays a string, anything else is a `Path`"
+    return src if is_url(src) else Path(src)
+
+def scene_stem(src)->str:
+    "The name of a scene's outputs: its file's stem, also for a URL (`https://host/a/scene.tif?x=1` → 'scene')"
+    from urllib.parse import urlparse
+    return Path(urlparse(src).path if is_url(src) else src).stem
+
+def _unreachable(url, e):
+    said = _plain(e).replace(f'/vsicurl/{url}', '').replace(url, '').strip(" '") or type(e).__name__
+    return BadInputError(f"{url}: cannot be read ({said}); check the address, that the server answers and that it "
+                         "serves a raster (GeoTIFF, COG, VRT)")
 
 @contextmanager
 def _decoding(path):
@@ -53,7 +75,7 @@ def _decoding(path):
         warnings.simplefilter('ignore', NotGeoreferencedWarning)
         try: yield
         except BadInputError: raise
-        except Exception as e: raise _undecodable(path, e) from None
+        except Exception as e: raise (_unreachable if is_url(path) else _undecodable)(path, e) from None
 
 def _pil_array(im, rows=256):
     "`im` as an array, copied a strip of rows at a time (peak memory: the image and the array, no third copy)"
@@ -131,8 +153,8 @@ def to_uint8(arr:np.ndarray, # pixels as read
 
 # %% ../nbs/00a_raster.ipynb #c0adb434
 class Raster:
-    "A scene read window by window: GDAL rasters (GeoTIFF, COG, TIFF, ...) through rasterio, PNG/JPEG through libvips, or an array"
-    def __init__(self, src, # file, or array (H,W) / (H,W,C)
+    "A scene read window by window: GDAL rasters (GeoTIFF, COG, VRT, TIFF, URLs of them) through rasterio, PNG/JPEG through libvips, or an array"
+    def __init__(self, src, # file, URL (see `is_url`), or array (H,W) / (H,W,C)
                  bands:list=None, # band numbers to read, from 1 (default: `default_bands`)
                  nodata=None, # value that marks pixels outside the imagery where every chosen band has it (e.g. 255: white)
                  as_image=True, # image (palette resolved to colours) or mask (palette indices kept)
@@ -146,9 +168,9 @@ class Raster:
             if self.arr.ndim != 3: raise BadInputError(f"image array of shape {src.shape}; expected (H,W) or (H,W,C)")
             self.height, self.width, self.count = self.arr.shape
         else:
-            self.path = self.name = Path(src)
+            self.path = self.name = as_source(src)
             with _decoding(self.path):
-                head = file_head(self.path)
+                head = b'' if is_url(self.path) else file_head(self.path)
                 if head.startswith(_PIL_MAGIC):  # PNG, JPEG, GIF, BMP: the header by Pillow, which decodes nothing yet
                     with _pil_open(self.path) as im:
                         self.height, self.width = im.height, im.width
@@ -235,12 +257,26 @@ class Raster:
             self._range16 = tuple(np.percentile(self.overview(2048), (0.5, 99.5)))
         return to_uint8(a, self.scale16, name=self.name, range16=self._range16)
 
+    def overview_step(self, longest:int=1024)->int:
+        "Scene pixels per pixel of `overview(longest)`"
+        return max(1, -(-max(self.height, self.width) // longest))
+
     def overview(self, longest:int=1024)->np.ndarray:
         "The chosen bands as stored, decimated (nearest) so that the longer side is at most `longest`: a quick look"
-        step = max(1, -(-max(self.height, self.width) // longest))
+        step = self.overview_step(longest)
         if self.ds is None or step == 1: return self.read()[::step, ::step]
         shape = (len(self.bands), -(-self.height // step), -(-self.width // step))
         with _decoding(self.path): return np.moveaxis(self.ds.read(self.bands, out_shape=shape), 0, -1)
+
+    def valid_overview(self, longest:int=1024)->np.ndarray:
+        "`valid` decimated as `overview` is: where the imagery is, at a glance (from the file's mask overviews, if it has them)"
+        step = self.overview_step(longest)
+        if self.ds is None or step == 1: return self.valid()[::step, ::step]
+        ok = np.ones((-(-self.height // step), -(-self.width // step)), bool)
+        if self._file_masked:
+            with _decoding(self.path): ok &= (self.ds.read_masks(self.bands, out_shape=(len(self.bands), *ok.shape)) > 0).all(0)
+        if self.nodata is not None: ok &= ~(self.overview(longest) == self.nodata).all(-1)
+        return ok
 
     def scaled(self, rows:slice, # rows of the rescaled scene
                out_h:int, out_w:int, # size of the rescaled scene
@@ -261,6 +297,26 @@ def resize_bands(arr:np.ndarray, # (H,W) or (H,W,bands), uint8
     "Pillow's resize for any number of bands: RGB at once, other counts band by band (Pillow would take a 2nd or 4th band for alpha)"
     if arr.ndim == 2 or arr.shape[-1] == 3: return np.asarray(Image.fromarray(arr).resize(size, resample, box))
     return np.stack([resize_bands(arr[..., i], size, resample, box) for i in range(arr.shape[-1])], -1)
+
+# %% ../nbs/00a_raster.ipynb #a019308f
+def scene_sources(inputs, # a folder, file, list file (.txt), VRT or URL, or a list of them
+                 )->list: # `Path`s and URL strings
+    "The scenes named by `inputs`: a folder's image files (sorted, not recursive), a list file's lines, files and URLs as given"
+    out = []
+    for i in [inputs] if isinstance(inputs, (str, Path)) else inputs:
+        p = as_source(i)
+        if isinstance(p, str): out.append(p)
+        elif p.is_dir(): out += sorted(f for f in p.iterdir() if is_image_file(f))
+        elif p.suffix.lower() == '.txt':
+            lines = [l.strip() for l in file_head(p, 'list file', 'check the path', n=-1).decode().splitlines()]
+            out += [as_source(l) if is_url(l) else p.parent/l for l in lines if l and not l.startswith('#')]
+        else: out.append(p)
+    seen = {}
+    for s in out:
+        if scene_stem(s) in seen: raise BadInputError(f"{s}: same name as {seen[scene_stem(s)]} (their outputs would be one file); "
+                                                      "rename one, or give them in separate runs")
+        seen[scene_stem(s)] = s
+    return out
 
 # %% ../nbs/00a_raster.ipynb #a5cea410
 def parse_bands(bands)->list:

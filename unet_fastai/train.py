@@ -13,6 +13,10 @@ from fastcore.basics import ifnone
 from fastcore.meta import delegates
 from .core import BadInputError, atomic_write, remove_temporaries
 from .data import camvid_dls, roads_dls, pairs_dls
+from .windows import scenes_dls
+from .preparation import find_pairs
+from .labels import vector_labels
+from .raster import parse_bands
 from .distributed import init_distributed, is_main, from_main, one_process, distributed
 from .metrics import class_probs, confusion_matrix, cm_report
 from .losses import *
@@ -22,8 +26,8 @@ from .pictures import *
 from .options import *
 
 # %% auto #0
-__all__ = ['train_segmentation', 'training_phases', 'evaluate', 'train_camvid', 'train_roads', 'train_pairs', 'whole_frames',
-           'prepared_scale']
+__all__ = ['train_segmentation', 'training_phases', 'evaluate', 'train_camvid', 'train_roads', 'train_pairs', 'train_scenes',
+           'whole_frames', 'prepared_scale']
 
 # %% ../nbs/06e_train.ipynb #d9863a36
 def _check_batches(dls, processes):
@@ -171,6 +175,40 @@ def train_pairs(path, # folder of image/mask pairs: images/ + masks/, sat/ + map
     dls = pairs_dls(path, codes=list(codes), mmap=mask_map, mask_suffix=mask_suffix, void=void, size=size, aug=aug, bs=bs,
                     valid_pct=valid_pct, seed=seed)
     return train_segmentation(dls, out=out, predict_defaults=whole_frames(size) if size else {}, **kwargs)
+
+@delegates(train_segmentation, but=['predict_defaults'])
+def train_scenes(path, # scenes: a folder (images/ + masks/, sat/ + map/, or scenes alone with `labels`), a VRT, a list file or a URL
+                 labels:str=None, # vector file of labels (GeoJSON, GeoPackage, Shapefile, ...; any CRS), instead of mask files
+                 label_field:str=None, # attribute of `labels` that holds the class, mapped by `mask_map` (default: every feature is class 1)
+                 buffer:float=0, # metres added on each side of label lines and points (a centreline with 3 becomes 6 m wide)
+                 codes=('background', 'foreground'), # class names, index = class
+                 mask_map:str='binary', # mask files' values (or `label_field`'s values) → classes (see `mask_map`)
+                 mask_suffix:str='', # mask files are named <stem><mask_suffix>
+                 size:int=128, # training windows of size×size model pixels (a multiple of 32; prediction tiles the same)
+                 scale:float=1., # model pixels per scene pixel (0.5: windows of 2×size scene pixels, rescaled)
+                 windows_per_epoch:int=512, # random training windows an epoch, drawn anew each epoch
+                 bands:str=None, # scene bands, numbered from 1, e.g. 1,2,3,4 (default: the first three)
+                 nodata:int=None, # pixel value that marks no-data where every band has it (e.g. 255), besides the scenes' own
+                 scale16:str='full', # 16-bit to 8-bit rule: 'full' or 'percentile'
+                 aug:str='aerial', # augmentation: 'aerial', 'street' or None
+                 bs:int=8, # batch size (per process)
+                 num_workers:int=0, # loader processes reading windows (0: this one)
+                 out='models/scenes', # output folder
+                 valid_pct:float=0.2, # share of the scenes for validation
+                 seed:int=0, # seed of the split into training and validation scenes
+                 **kwargs, # passed to `train_segmentation` (epochs, lr, arch, pretrained, ...)
+                ):
+    "Train a U-Net straight from windows of whole scenes, with mask files or vector labels: no tile is written"
+    pairs, _ = find_pairs(path, mask_suffix)
+    if labels is None and any(m is None for _, _, m in pairs):
+        raise BadInputError(f"{path}: scenes without masks; pass --labels FILE (vector labels) or a folder with masks")
+    lab = labels and dict(path=str(labels), field=label_field, mmap=mask_map, buffer=buffer)
+    scenes, bands = [i for _, i, _ in pairs], parse_bands(bands)
+    if lab: vector_labels(**lab).on_scenes(scenes)
+    dls = scenes_dls(scenes, None if lab else [m for _, _, m in pairs], lab, list(codes), mask_map, size, scale, windows_per_epoch,
+                     valid_pct, seed, bands=bands, nodata=nodata, scale16=scale16, aug=aug, bs=bs, num_workers=num_workers)
+    d = {'tile': size, 'scale': scale, **({'bands': bands} if bands else {})}
+    return train_segmentation(dls, out=out, predict_defaults=d, **kwargs)
 
 def whole_frames(size)->dict:
     "`predict_defaults` of a model trained on whole frames that a DataBlock resized to `size` (an int is a square, as in fastai)"

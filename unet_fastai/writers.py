@@ -4,16 +4,16 @@
 
 # %% ../nbs/00c_writers.ipynb #b9e71361
 from __future__ import annotations
-import warnings
+import os, warnings
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from .core import atomic_write
+from .core import BadInputError, atomic_write
 from .raster import Raster, gdal_env, vips
 
 # %% auto #0
-__all__ = ['image_path', 'image_writer', 'save_image', 'geotiff_writer', 'feature_collection']
+__all__ = ['image_path', 'image_writer', 'save_image', 'geotiff_writer', 'feature_collection', 'mosaic_vrt']
 
 # %% ../nbs/00c_writers.ipynb #5b94e588
 def image_path(path, bands:int)->Path:
@@ -129,3 +129,54 @@ def feature_collection(features:list, # GeoJSON features
     fc = dict(type='FeatureCollection', features=features)
     if crs is not None and crs.to_epsg(): fc['crs'] = dict(type='name', properties=dict(name=f'urn:ogc:def:crs:EPSG::{crs.to_epsg()}'))
     return fc
+
+# %% ../nbs/00c_writers.ipynb #07b99c2e
+_GDAL_TYPES = {'uint8': 'Byte', 'int8': 'Int8', 'uint16': 'UInt16', 'int16': 'Int16', 'uint32': 'UInt32', 'int32': 'Int32',
+               'float32': 'Float32', 'float64': 'Float64'}
+
+def _grid(files)->list:
+    "(file, dataset facts) of each file; files of another CRS, band count, data type or pixel size, or rotated, are a `BadInputError`"
+    import rasterio
+    out = []
+    for f in map(Path, files):
+        with gdal_env(), rasterio.open(f) as d:
+            try: cmap = d.colormap(1)
+            except ValueError: cmap = None
+            out.append((f, dict(crs=d.crs, count=d.count, dtype=d.dtypes[0], res=(d.transform.a, d.transform.e), t=d.transform,
+                                w=d.width, h=d.height, nodata=d.nodata, cmap=cmap)))
+    first = out[0][1]
+    for f, m in out:
+        if m['t'].b or m['t'].d: raise BadInputError(f"{f}: a rotated grid; a mosaic takes north-up rasters")
+        for k in ('crs', 'count', 'dtype', 'res'):
+            if m[k] != first[k]: raise BadInputError(f"{f}: {k} {m[k]} differs from {out[0][0]}'s {first[k]}; a mosaic takes rasters of one grid")
+    return out
+
+def mosaic_vrt(files:list, # rasters of one CRS, band count, data type and pixel size, north up
+               out, # the .vrt to write; the files are named relative to its folder
+              )->Path:
+    "A GDAL VRT of `files` at their places in one raster: the whole area as one layer (as `gdalbuildvrt` makes)"
+    from xml.sax.saxutils import escape
+    grid, out = _grid(files), Path(out)
+    (a, e), first = grid[0][1]['res'], grid[0][1]
+    x0, y1 = min(m['t'].c for _, m in grid), max(m['t'].f for _, m in grid)
+    x1, y0 = max(m['t'].c + a * m['w'] for _, m in grid), min(m['t'].f + e * m['h'] for _, m in grid)
+    W, H = round((x1 - x0) / a), round((y0 - y1) / e)
+    nd = first['nodata']
+    xml = [f'<VRTDataset rasterXSize="{W}" rasterYSize="{H}">', f'  <SRS>{escape(first["crs"].to_wkt())}</SRS>',
+           f'  <GeoTransform>{x0!r}, {a!r}, 0, {y1!r}, 0, {e!r}</GeoTransform>']
+    for b in range(1, first['count'] + 1):
+        xml.append(f'  <VRTRasterBand dataType="{_GDAL_TYPES[first["dtype"]]}" band="{b}">')
+        if nd is not None: xml.append(f'    <NoDataValue>{nd!r}</NoDataValue>')
+        if b == 1 and first['cmap']:
+            xml += ['    <ColorInterp>Palette</ColorInterp>', '    <ColorTable>'] + [
+                f'      <Entry c1="{c[0]}" c2="{c[1]}" c3="{c[2]}" c4="{c[3]}"/>' for _, c in sorted(first['cmap'].items())] + ['    </ColorTable>']
+        for f, m in grid:
+            rel = escape(os.path.relpath(f.resolve(), out.parent.resolve()))
+            dx, dy = round((m['t'].c - x0) / a), round((m['t'].f - y1) / e)
+            xml += ['    <ComplexSource>', f'      <SourceFilename relativeToVRT="1">{rel}</SourceFilename>', f'      <SourceBand>{b}</SourceBand>',
+                    f'      <SrcRect xOff="0" yOff="0" xSize="{m["w"]}" ySize="{m["h"]}"/>',
+                    f'      <DstRect xOff="{dx}" yOff="{dy}" xSize="{m["w"]}" ySize="{m["h"]}"/>'] + (
+                    [f'      <NODATA>{m["nodata"]!r}</NODATA>'] if m['nodata'] is not None else []) + ['    </ComplexSource>']
+        xml.append('  </VRTRasterBand>')
+    with atomic_write(out) as t: t.write_text('\n'.join(xml + ['</VRTDataset>', '']))
+    return out
