@@ -11,9 +11,18 @@ written window by window from generated 2000x2000 blocks) are streamed by `predi
 Cloud-Optimised GeoTIFF, as `unet_fastai_predict` does. Targets: peak RSS <= 1.5 GB at any size; time per megapixel
 of the large scene within 1.1x of the 1500x1500 figure (cost linear in pixels).
 
+For each GeoTIFF it says where the time goes (`predict_strips`' stats): the model's forward passes, waiting for the
+scene's rows (read ahead in a background thread), waiting for the writer (a background thread), and the rest (tiles
+blended, rows resized, the main thread's own work); target: the model >= 85 % of the wall time on the large scene.
+
+With --processes N (N > 1): --n-scenes GeoTIFF scenes of --scene-size² predicted by `unet_fastai_predict` on 1 process
+and under `torchrun --nproc_per_node N` (each process one thread), the outputs compared byte for byte; then a run
+killed (SIGKILL to every process) once a third of the scenes are done, and its rerun: scenes kept and redone, time.
+
     python bench/predict.py [--sizes 1500 6000] [--geo-sizes 1500 20000] [--rounds 2] [--bs 8] [--tile 128]
+    python bench/predict.py --processes 2 [--n-scenes 6] [--scene-size 1500]
 """
-import argparse, json, statistics, subprocess, sys, tempfile, warnings
+import argparse, json, statistics, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
 
 CHILD = r'''
@@ -21,7 +30,7 @@ import json, re, sys, time, warnings
 warnings.filterwarnings('ignore')
 from pathlib import Path
 from fastai.learner import load_learner
-from unet_fastai.core import Raster
+from unet_fastai.raster import Raster
 from unet_fastai.predict import predict_scene, predict_geotiff
 import numpy as np
 model, scene, tile, overlap, bs, scale = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
@@ -31,12 +40,13 @@ learn = load_learner(model)
 predict_scene(learn, np.zeros((64, 64, 3), np.uint8), tile=0, scale=1)  # warm up
 base = hwm_mb()
 t = time.perf_counter()
+stats = {}
 if scene.endswith('.tif'):  # streamed, GeoTIFF in and out
-    with Raster(scene) as r: predict_geotiff(learn, r, Path(scene).with_name('mask_out.tif'), tile=tile, overlap=overlap, bs=bs, scale=scale)
+    with Raster(scene) as r: predict_geotiff(learn, r, Path(scene).with_name('mask_out.tif'), tile=tile, overlap=overlap, bs=bs, scale=scale, stats=stats)
     shape = r.height, r.width
 else: shape = predict_scene(learn, scene, tile=tile, overlap=overlap, bs=bs, scale=scale)[0].shape
 dt = time.perf_counter() - t
-print(json.dumps(dict(s=dt, peak_mb=hwm_mb(), base_mb=base, shape=shape)))
+print(json.dumps(dict(s=dt, peak_mb=hwm_mb(), base_mb=base, shape=shape, stats=stats)))
 '''
 
 def make_model(root):
@@ -84,14 +94,56 @@ def geo_bench(root, model, scale, sizes, bs, tile, overlap):
         first = first or per_mp
         print(f"  {size:5d}x{size:<5d}: {r['s']:8.1f} s  {per_mp:6.3f} s/Mpx ({per_mp / first:.2f}x the first; target <= 1.1x)  "
               f"peak RSS {r['peak_mb'] / 1024:.2f} GB (target <= 1.5 GB; model loaded: {r['base_mb']:.0f} MB)")
+        st = r['stats']
+        rest = r['s'] - st.get('model_s', 0) - st.get('read_wait_s', 0) - st.get('write_wait_s', 0)
+        print(f"  {'':11}  {size * size / 1e6 / r['s']:.2f} Mpx/s; model {st.get('model_s', 0) / r['s']:.0%} (target >= 85 %), waiting for "
+              f"reads {st.get('read_wait_s', 0) / r['s']:.1%}, for writes {st.get('write_wait_s', 0) / r['s']:.1%}, blending, resizing and "
+              f"the rest {rest / r['s']:.1%}")
 
-def main(sizes=(1500, 6000), geo_sizes=(1500, 20000), rounds=2, bs=8, tile=128, overlap=0):
+def cli(*args, procs=1):
+    "`unet_fastai_predict ARGS` on one process, or under torchrun on `procs` (one thread each)"
+    bin_ = Path(sys.executable).parent
+    launch = [str(bin_/'torchrun'), '--standalone', '--nproc_per_node', str(procs), '--no-python'] if procs > 1 else []
+    return [*launch, str(bin_/'unet_fastai_predict'), *map(str, args)]
+
+def outputs(folder)->dict:
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.suffix == '.tif'}
+
+def processes_bench(root, model, procs, n_scenes, scene_size, bs, tile):
+    "N scenes on 1 process against `procs` processes, the same outputs; a killed run and its rerun"
+    (root/'county').mkdir()
+    for i in range(n_scenes): write_geotiff(root/'county'/f's{i}.tif', scene_size)
+    args = (model, root/'county', '--bs', bs, '--tile', tile, '--scale', 512 / 1500)
+    times = {}
+    for n in (1, procs):
+        t = time.perf_counter()
+        r = subprocess.run(cli(*args, '--out', root/f'out{n}', procs=n), capture_output=True, text=True)
+        times[n] = time.perf_counter() - t
+        if r.returncode: sys.exit(f"{n} process(es) failed: {r.stderr[-2000:]}")
+    same = outputs(root/'out1') == outputs(root/f'out{procs}')
+    print(f"\n{n_scenes} GeoTIFF scenes of {scene_size}² (tiles of {tile}, batch {bs}): 1 process {times[1]:.1f} s, {procs} processes "
+          f"{times[procs]:.1f} s ({times[1] / times[procs]:.2f}x); outputs byte-identical: {same}")
+    out = root/'killed'
+    p = subprocess.Popen(cli(*args, '--out', out, procs=procs), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (out/'.predicted').is_dir() or len(list((out/'.predicted').glob('*.json'))) < max(1, n_scenes // 3): time.sleep(0.05)
+    subprocess.run(['pkill', '-KILL', '-f', str(out)])  # torchrun and its workers (which have sessions of their own)
+    p.wait()
+    while subprocess.run(['pgrep', '-f', str(out)], capture_output=True).returncode == 0: time.sleep(0.05)
+    kept, left = len(list((out/'.predicted').glob('*.json'))), len(list(out.glob('.*.tmp')))
+    t = time.perf_counter()
+    r = subprocess.run(cli(*args, '--out', out, procs=procs), capture_output=True, text=True)
+    said = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-300:]
+    print(f"killed after {kept} scenes ({left} temporaries left); the rerun took {time.perf_counter() - t:.1f} s: {said}; "
+          f"temporaries now {len(list(out.glob('.*.tmp')))}; outputs as the 1-process run: {outputs(out) == outputs(root/'out1')}")
+
+def main(sizes=(1500, 6000), geo_sizes=(1500, 20000), rounds=2, bs=8, tile=128, overlap=0, processes=1, n_scenes=6, scene_size=1500):
     warnings.filterwarnings('ignore')
     from unet_fastai.synthetic import make_scene
-    from unet_fastai.core import save_image
+    from unet_fastai.writers import save_image
     with tempfile.TemporaryDirectory(prefix='bench_predict_') as root:
         root = Path(root)
         model, scale = make_model(root), 512 / 1500
+        if processes > 1: return processes_bench(root, model, processes, n_scenes, scene_size, bs, tile)
         print(f"model pixels = scene pixels x {scale:.4f} (1500 -> 512); tiles of {tile}, overlap {overlap}, batch {bs}")
         for size in sizes:
             scene = save_image(make_scene(size, size=size)[0], root/f'scene{size}.png')
@@ -118,4 +170,6 @@ if __name__ == '__main__':
     ap.add_argument('--geo-sizes', type=int, nargs='*', default=[1500, 20000]); ap.add_argument('--rounds', type=int, default=2)
     ap.add_argument('--bs', type=int, default=8); ap.add_argument('--tile', type=int, default=128)
     ap.add_argument('--overlap', type=int, default=0)
+    ap.add_argument('--processes', type=int, default=1, help='compare 1 process with this many under torchrun (and a killed run)')
+    ap.add_argument('--n-scenes', type=int, default=6); ap.add_argument('--scene-size', type=int, default=1500)
     main(**vars(ap.parse_args()))

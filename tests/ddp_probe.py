@@ -7,11 +7,12 @@ from unet_fastai.launch import train_cli
 _get_idxs = DistributedDL.get_idxs
 
 def get_idxs(self):
-    "The shard of this process, written to $PROBE_DIR/rank<r>.jsonl (a line an epoch) when it is the training loader's"
+    "The shard of this process (its windows, for window training), written to $PROBE_DIR/rank<r>.jsonl (a line an epoch) when it is the training loader's"
     idxs = _get_idxs(self)
     if self.dl.shuffle:
+        w = getattr(self.dl, 'windows', None)  # window training: the windows the items are this epoch
         with open(Path(os.environ['PROBE_DIR'])/f'rank{self.rank}.jsonl', 'a') as f:
-            f.write(json.dumps([str(self.dataset.items[i]) for i in idxs]) + '\n')
+            f.write(json.dumps([str(self.dataset.items[i] if w is None else w.window(self.dataset.items[i])) for i in idxs]) + '\n')
     return idxs
 
 DistributedDL.get_idxs = get_idxs

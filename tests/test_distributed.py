@@ -56,6 +56,19 @@ def test_torchrun_two_processes(tiles, tmp_path):
     best = h.loc[h.mIoU.idxmax(), ['valid_loss', 'dice', 'mIoU', 'relaxed_be3']].to_numpy(float)
     np.testing.assert_allclose(one_process_figures(tiles, out, loss='ce', class_weights=None), best, rtol=0, atol=1e-5)
 
+def test_torchrun_window_training(tiles, tmp_path):
+    "The scenes task under torchrun: each process trains on its own random windows of the scenes, the two halves of each epoch"
+    out, probe = tmp_path/'run', tmp_path/'probe'
+    probe.mkdir()
+    r = run(BIN/'torchrun', '--standalone', '--nproc_per_node', 2, ROOT/'tests'/'ddp_probe.py', 'scenes', tiles.parent/'scenes', *COMMON,
+            '--size', 64, '--windows-per-epoch', 16, '--epochs', 2, '--out', out, tmp=tmp_path, env={'PROBE_DIR': str(probe)})
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert sorted(p.name for p in out.iterdir()) == OUTPUTS and list(read_history(out/'history.csv').epoch) == [1, 2]
+    shards = [[json.loads(l) for l in (probe/f'rank{k}.jsonl').read_text().splitlines()] for k in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == 2
+    for a, b in zip(*shards): assert len(a) == len(b) == 8 and not set(a) & set(b)  # its own windows
+    assert not set(shards[0][0]) & set(shards[0][1])  # drawn anew each epoch
+
 def _free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 

@@ -16,7 +16,8 @@ _API = {'prepare': 'preparation', 'find_pairs': 'preparation', 'write_scenes': '
         'train_from_config': 'options', 'lean_unet': 'models', 'classic_unet': 'models', 'train_pennfudan': 'pennfudan',
         'train_pets': 'pets', 'train_dogs': 'pets', 'train_cityscapes': 'cityscapes', 'prepare_cityscapes': 'cityscapes',
         'train_bsds500': 'bsds500', 'prepare_bsds500': 'bsds500', 'Raster': 'raster', 'load_model': 'predict',
-        'predict_scene': 'predict', 'predict_geotiff': 'predict', 'evaluate_scenes': 'evaluate', 'export_onnx': 'onnx'}
+        'predict_scene': 'predict', 'predict_geotiff': 'predict', 'evaluate_scenes': 'evaluate', 'export_onnx': 'onnx',
+        'train_scenes': 'train', 'scenes_dls': 'windows', 'VectorLabels': 'labels', 'mosaic_vrt': 'writers', 'scene_sources': 'raster'}
 
 def __getattr__(name):
     "Import the main entry points on first use (PEP 562)"

@@ -9,7 +9,7 @@ import numpy as np
 from fastprogress.fastprogress import progress_bar
 from .masks import NODATA, mask_map, read_mask
 from .core import BadInputError, run_cli, atomic_write
-from .raster import Raster, parse_bands, scene_sources
+from .raster import Raster, parse_bands, scene_sources, image_size
 from .labels import VectorLabels, vector_labels
 from .preparation import files_by_stem
 from .predict import predict_scene, load_model, check_model, check_images
@@ -34,17 +34,23 @@ def evaluate_scenes(learn, # learner (or `OnnxSegmenter`)
                     void:int=None, # void class of the masks (default: the learner's)
                     **kwargs, # passed to `predict_scene` (tile, overlap, bs, size, scale, bands, nodata)
                    )->dict:
-    "Whole-scene accuracy (void and no-data excluded), IoU per class, mIoU, Dice and, for 2 classes, the relaxed breakeven"
+    """Whole-scene accuracy (void and no-data excluded), IoU per class, mIoU, Dice and, for 2 classes, the relaxed breakeven.
+    In a process group (torchrun) each process scores its share of the scenes and the counts are summed: every process returns the whole"""
     import torch
+    from fastai.torch_core import rank_distrib
     from unet_fastai.metrics import confusion_matrix, cm_report, RelaxedCounts, n_classes
     from unet_fastai.models import learner_codes
+    from unet_fastai.distributed import gather, sum_over_processes
+    from unet_fastai.jobs import shard_scenes
     codes = learner_codes(learn)
     n, void = len(codes), getattr(learn, 'void', None) if void is None else void
     mm = mask_map(('binary' if n == 2 else 'identity') if mmap == 'auto' else mmap)
     binary = n_classes(codes, void) == 2 and rho > 0
     cm, rel = torch.zeros(n, n, dtype=torch.long), RelaxedCounts(rho) if binary else None
     check_images([p for pair in pairs for p in pair if not isinstance(p, VectorLabels)])
-    for img, msk in progress_bar(pairs, leave=False):
+    procs = len(gather(None))
+    share = shard_scenes([h * w for h, w in (image_size(i) for i, _ in pairs)], procs)[rank_distrib() if procs > 1 else 0]
+    for img, msk in progress_bar([pairs[i] for i in share], leave=False, display=rank_distrib() == 0):
         if isinstance(msk, VectorLabels):
             with Raster(img) as r: truth = msk.for_scene(r).read()[..., 0]
         else: truth = read_mask(msk, mm)
@@ -57,6 +63,7 @@ def evaluate_scenes(learn, # learner (or `OnnxSegmenter`)
         if top >= n: raise BadInputError(f"{msk}: class {top} but the model has {n} classes; check --mask-map")
         cm += confusion_matrix(torch.from_numpy(pred[keep]), torch.from_numpy(truth[keep]), n)
         if binary: rel.add(torch.from_numpy(probs[1].astype(np.float32)), torch.from_numpy(truth == 1), torch.from_numpy(keep))
+    cm, rel = sum_over_processes(cm), rel.summed() if binary else None
     res = dict(scenes=len(pairs), **cm_report(cm, codes, void))
     if binary:
         thr, prec, rec = rel.curves()
@@ -95,8 +102,9 @@ def unet_fastai_evaluate(model:str, # exported learner (model.pkl) or ONNX model
                          size:int=None, # rescale scenes so that their longer side is SIZE for the model (default: as in training)
                          bands:str=None, # bands to read, numbered from 1, e.g. 1,2,3 (default: those of training, else the first three)
                          nodata:int=None, # pixel value that marks no-data where every band has it, e.g. 255 (white): left out
+                         tta:int=1, # test-time augmentation: 1, 2, 4 or 8 flips and turns of each tile, averaged
                         )->dict:
-    "Evaluate a trained U-Net on whole scenes: accuracy, IoU, Dice, relaxed breakeven"
+    "Evaluate a trained U-Net on whole scenes (on one process or many, under torchrun): accuracy, IoU, Dice, relaxed breakeven"
     if not (images and (masks or labels)): raise BadInputError("pass --images SCENES and --masks DIR (or --labels FILE)")
     if labels:
         lab = vector_labels(labels, label_field, 'identity' if mask_map == 'auto' else mask_map, buffer)
@@ -105,8 +113,11 @@ def unet_fastai_evaluate(model:str, # exported learner (model.pkl) or ONNX model
         pairs, mask_map = [(s, lab) for s in scenes], 'identity'
     else: pairs = scene_pairs(images, masks, mask_suffix)
     check_model(model); check_images([p for pair in pairs for p in pair if not isinstance(p, VectorLabels)])  # before torch and the model load
-    r = evaluate_scenes(load_model(model), pairs, mmap=mask_map, rho=relaxed,
-                        tile=tile, overlap=overlap, bs=bs, size=size, bands=parse_bands(bands), nodata=nodata)
+    from unet_fastai.distributed import init_distributed, is_main
+    init_distributed()  # under torchrun: the scenes shared out, the counts summed
+    r = evaluate_scenes(load_model(model), pairs, mmap=mask_map, rho=relaxed, tile=tile, overlap=overlap, bs=bs, size=size,
+                        bands=parse_bands(bands), nodata=nodata, tta=tta)
+    if not is_main(): return r
     print(format_results(r))
     if json:
         with atomic_write(json) as t: t.write_text(_json.dumps(r, indent=1))

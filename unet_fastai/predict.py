@@ -4,23 +4,22 @@
 
 # %% ../nbs/07_predict.ipynb #ef3d539c
 from __future__ import annotations
-import json, os, warnings
+import json, os, time, warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
 from contextlib import ExitStack
-from fastcore.script import Param
-from fastprogress.fastprogress import progress_bar
 from .masks import NODATA
-from .core import BadInputError, file_head, run_cli, atomic_write
-from .raster import Raster, read_image, image_size, parse_bands, scene_sources, scene_stem
-from .writers import save_image, geotiff_writer, feature_collection
+from .core import BadInputError, file_head, atomic_write
+from .raster import Raster, read_image, image_size
+from .writers import geotiff_writer, feature_collection
 from .geometry import tile_starts, scaled_shape
 # torch, fastai and the model are imported where they are used, so that the command line checks its files first
 
 # %% auto #0
-__all__ = ['PALETTE', 'PICKLE_NOTE', 'FORMATS', 'scene_rgb', 'blend_window', 'resize_bilinear', 'model_bands', 'predict_strips',
-           'predict_scene', 'predict_geotiff', 'mask_polygons', 'overlay', 'check_model', 'load_model', 'check_images',
-           'unet_fastai_predict', 'predict_cli']
+__all__ = ['TTA', 'PALETTE', 'PICKLE_NOTE', 'scene_rgb', 'blend_window', 'resize_bilinear', 'tta_fn', 'model_bands',
+           'predict_strips', 'predict_scene', 'predict_geotiff', 'mask_polygons', 'overlay', 'check_model',
+           'load_model', 'check_images']
 
 # %% ../nbs/07_predict.ipynb #e6e2afde
 def scene_rgb(image)->np.ndarray:
@@ -72,6 +71,30 @@ def _model_fn(learn):
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             return class_probs(model(x)).float().cpu().numpy()
     return f
+
+# %% ../nbs/07_predict.ipynb #4966b649
+TTA = (1, 2, 4, 8)
+
+def _symmetry(a:np.ndarray, k:int, axes:tuple, inverse=False)->np.ndarray:
+    "Symmetry `k` (0..7) of the square on the (row, column) `axes` of `a`: bit 0 flips columns, bit 1 rows, bit 2 swaps them; `inverse` undoes it"
+    h, w = axes
+    def flips(x):
+        if k & 2: x = np.flip(x, h)
+        return np.flip(x, w) if k & 1 else x
+    swap = (lambda x: np.swapaxes(x, h, w)) if k & 4 else (lambda x: x)
+    return swap(flips(a)) if inverse else flips(swap(a))
+
+def tta_fn(f, # uint8 tiles (n, h, w, c) → class probabilities (n, C, h, w)
+           n:int=1, # 1 (none), 2 (+ a horizontal flip), 4 (+ the vertical flips) or 8 (every symmetry of the square)
+          ):
+    "`f` with test-time augmentation: the probabilities averaged over `n` flips and turns of each tile, each undone first"
+    if n not in TTA: raise BadInputError(f"--tta {n}: use one of {', '.join(map(str, TTA))}")
+    if n == 1: return f
+    def g(tiles):
+        acc = 0
+        for k in range(n): acc = acc + _symmetry(f(np.ascontiguousarray(_symmetry(tiles, k, (1, 2)))), k, (2, 3), inverse=True)
+        return acc / n
+    return g
 
 # %% ../nbs/07_predict.ipynb #80b7faf0
 def _model_size(h, w, size, scale)->tuple:
@@ -138,6 +161,32 @@ def _resized_strips(strips, hm, wm, h, w, max_bytes=16 << 20):
         y = ready
         if y < h: buf, top = buf[:, lo[y] - top:], lo[y]
 
+def _add(stats:dict, key:str, seconds:float):
+    if stats is not None: stats[key] = stats.get(key, 0.) + seconds
+
+def _timed(f, stats:dict, key:str):
+    "`f`, its seconds added to `stats[key]` (nothing when `stats` is None)"
+    if stats is None: return f
+    def g(*a):
+        t = time.perf_counter(); r = f(*a); _add(stats, key, time.perf_counter() - t)
+        return r
+    return g
+
+class _ReadAhead:
+    """`get(r0, r1)` of the scene's rows for the model, reading the rows likely asked next (the next band of tiles) in a
+    background thread while the model works (GDAL and libvips release the GIL); one read at a time"""
+    def __init__(self, get, limit:int, stats:dict=None):
+        self.get, self.limit, self.stats, self.ahead, self.pool = get, limit, stats, None, ThreadPoolExecutor(1)
+    def __call__(self, r0, r1):
+        t = time.perf_counter()
+        (guess, fut), self.ahead = self.ahead or (None, None), None
+        if fut is not None and guess != (r0, r1): fut.result(); fut = None  # a wrong guess: let it end first
+        a = fut.result() if fut is not None else self.get(r0, r1)
+        _add(self.stats, 'read_wait_s', time.perf_counter() - t)
+        if r1 < self.limit: self.ahead = (r1, 2 * r1 - r0), self.pool.submit(self.get, r1, 2 * r1 - r0)
+        return a
+    def close(self): self.pool.shutdown(cancel_futures=True)
+
 def model_bands(learn, bands=None)->list:
     "The bands to read for `learn`: `bands` if given, else those it was trained on (from `prepare --bands`), else None (the first three)"
     return bands or (getattr(learn, 'predict_defaults', {}) or {}).get('bands')
@@ -154,6 +203,8 @@ def predict_strips(learn, # a fastai U-Net learner from `train_segmentation` or 
                    bs:int=8, # tiles per forward pass (memory grows with it: about 20 MB a 128×128 tile for a ResNet34 U-Net)
                    size=None, # rescale the scene first: an int is its longer side (aspect ratio kept, as `prepare`), or (h, w)
                    scale:float=None, # or rescale by this factor
+                   tta:int=1, # test-time augmentation: 1, 2, 4 or 8 flips and turns of each tile averaged (see `tta_fn`)
+                   stats:dict=None, # if given, seconds spent are added to it: 'model_s' (forward passes), 'read_wait_s' (waiting for the scene)
                   ):
     "Yield (rows, class mask (rows, W) uint8, probabilities (C, rows, W) float32) of a scene, top to bottom"
     from unet_fastai.models import learner_codes, learner_n_in
@@ -170,21 +221,24 @@ def predict_strips(learn, # a fastai U-Net learner from `train_segmentation` or 
     h, w = scene.height, scene.width
     hm, wm = _model_size(h, w, size, scale)
     f = learn.tile_fn() if hasattr(learn, 'tile_fn') else _model_fn(learn)  # a Learner, or e.g. an ONNX model
-    get = _model_rows(scene, hm, wm, max(wm, tile) if tile else wm + -wm % 32)
-    strips = _probability_strips(f, get, hm, wm, tile, overlap, bs, len(learner_codes(learn)))
-    for rows, p in _resized_strips(strips, hm, wm, h, w):
-        mask = p.argmax(0).astype(np.uint8)
-        if scene.has_nodata:
-            ok = scene.valid(rows)
-            mask[~ok] = NODATA; p[:, ~ok] = 0
-        yield rows, mask, p
+    f = _timed(tta_fn(f, tta), stats, 'model_s')
+    get = _ReadAhead(_model_rows(scene, hm, wm, max(wm, tile) if tile else wm + -wm % 32), hm, stats)
+    try:
+        strips = _probability_strips(f, get, hm, wm, tile, overlap, bs, len(learner_codes(learn)))
+        for rows, p in _resized_strips(strips, hm, wm, h, w):
+            mask = p.argmax(0).astype(np.uint8)
+            if scene.has_nodata:
+                ok = scene.valid(rows)
+                mask[~ok] = NODATA; p[:, ~ok] = 0
+            yield rows, mask, p
+    finally: get.close()
 
 def predict_scene(learn, # a learner or `OnnxSegmenter`, as for `predict_strips`
                   image, # a `Raster`, a file (TIFF/GeoTIFF, PNG, JPEG; 16-bit, any bands) or an array
                   with_probs=True, # also return the probabilities (float16)
                   bands:list=None, # bands of a file to use, from 1 (default: those of training, else the first three)
                   nodata=None, # value that marks no-data where every band has it (e.g. 255 for white), besides the file's own
-                  **kwargs, # tile, overlap, bs, size, scale: see `predict_strips`
+                  **kwargs, # tile, overlap, bs, size, scale, tta, stats: see `predict_strips`
                  )->tuple: # (class mask uint8 (H,W), probabilities float16 (C,H,W) or None), at the input size
     "Class mask and probabilities of a scene of any size, by blended sliding-window prediction"
     from unet_fastai.models import learner_codes
@@ -207,24 +261,34 @@ def predict_geotiff(learn, # a learner or `OnnxSegmenter`
                     scene:Raster, # the scene, read window by window
                     mask_path, # class mask GeoTIFF to write
                     probs_path=None, # also the probabilities (uint8 0..255, a band a class) to this GeoTIFF
-                    **kwargs, # tile, overlap, bs, size, scale: see `predict_strips`
+                    stats:dict=None, # if given, seconds are added to it (see `predict_strips`), and 'write_wait_s'
+                    **kwargs, # tile, overlap, bs, size, scale, tta: see `predict_strips`
                    ):
-    "Stream the prediction of `scene` into Cloud-Optimised GeoTIFFs with its CRS and transform"
-    from rasterio.windows import Window
+    "Stream the prediction of `scene` into Cloud-Optimised GeoTIFFs with its CRS and transform; rows are written in a background thread"
     from unet_fastai.models import learner_codes
     codes = learner_codes(learn)
     with ExitStack() as stack:
         m = stack.enter_context(geotiff_writer(mask_path, scene, nodata=NODATA))
         m.write_colormap(1, {i: (*PALETTE[i % len(PALETTE)], 255) for i in range(len(codes))})
-        m.update_tags(classes=json.dumps(codes))
+        m.update_tags(classes=json.dumps(codes), tta=str(kwargs.get('tta', 1)))
         p = stack.enter_context(geotiff_writer(probs_path, scene, count=len(codes), overviews='average')) if probs_path else None
         for i, c in enumerate(codes if p else []): p.set_band_description(i + 1, str(c))
-        for rows, mask, prob in predict_strips(learn, scene, **kwargs):
-            win = Window(0, rows.start, scene.width, rows.stop - rows.start)
-            m.write(mask[None], window=win)
-            if p is None: continue
-            p.write(np.rint(prob * 255).astype(np.uint8), window=win)
-            if scene.has_nodata: p.write_mask(np.where(mask == NODATA, 0, 255).astype(np.uint8), window=win)
+        writer, pending = stack.enter_context(ThreadPoolExecutor(1)), []  # closed (all rows written) before the files
+        for rows, mask, prob in predict_strips(learn, scene, stats=stats, **kwargs):
+            pending.append(writer.submit(_write_rows, m, p, rows, mask, prob, scene.has_nodata))
+            t = time.perf_counter()
+            while len(pending) > 2: pending.pop(0).result()  # at most two strips waiting: memory stays bounded
+            _add(stats, 'write_wait_s', time.perf_counter() - t)
+        for f in pending: f.result()
+
+def _write_rows(m, p, rows, mask, prob, nodata:bool):
+    "Rows of the mask (and probabilities, no-data masked) into the open GeoTIFFs `m` (and `p`)"
+    from rasterio.windows import Window
+    win = Window(0, rows.start, mask.shape[1], rows.stop - rows.start)
+    m.write(mask[None], window=win)
+    if p is None: return
+    p.write(np.rint(prob * 255).astype(np.uint8), window=win)
+    if nodata: p.write_mask(np.where(mask == NODATA, 0, 255).astype(np.uint8), window=win)
 
 def mask_polygons(mask_path, # class mask GeoTIFF (from `predict_geotiff`)
                   out, # GeoJSON file to write
@@ -290,47 +354,3 @@ def check_images(files, skip_bad=False)->tuple:
     if bad and not skip_bad: raise BadInputError('\n'.join(bad.values()))
     return [f for f in files if f not in bad], list(bad.values())
 
-FORMATS = ('auto', 'tif', 'png')
-
-def unet_fastai_predict(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
-                        inputs:Param("scenes: image files, folders, list files (.txt), GDAL VRTs or URLs (https://, s3://, /vsicurl/)", str, nargs='+'),
-                        out:str='predictions', # folder for <stem>_mask.tif|png (and <stem>_overlay.png, <stem>_probs.tif, <stem>_mask.geojson)
-                        tile:int=None, # tile size (default: the model's training tiles; 0: whole image)
-                        overlap:int=None, # tile overlap (default: tile // 4)
-                        bs:int=8, # tiles per forward pass
-                        size:int=None, # rescale scenes so that their longer side is SIZE for the model (default: as in training)
-                        scale:float=None, # or rescale by this factor
-                        format:str='auto', # 'auto' (GeoTIFF for georeferenced scenes, else PNG), 'tif' or 'png'
-                        probs:bool=False, # GeoTIFF outputs: also the class probabilities, <stem>_probs.tif
-                        vector:bool=False, # GeoTIFF outputs: also the classes as GeoJSON polygons, <stem>_mask.geojson
-                        bands:str=None, # bands to read, numbered from 1, e.g. 1,2,3 (default: those of training, else the first three)
-                        nodata:int=None, # pixel value that marks no-data where every band has it, e.g. 255 (white)
-                        binary_255:bool=False, # PNG outputs: write 2-class masks as 0/255 instead of 0/1 (no-data as 0)
-                        skip_bad:bool=False, # skip unreadable images and list them instead of failing
-                       ):
-    "Predict class masks and overlays for images of any size with a trained U-Net; GeoTIFFs in, GeoTIFFs out"
-    if format not in FORMATS: raise BadInputError(f"--format {format}: use one of {', '.join(FORMATS)}")
-    check_model(model)  # the files first: a wrong path fails before torch and the model load
-    files, bad = check_images(scene_sources(inputs), skip_bad)
-    if not files and not bad: raise BadInputError(f"{' '.join(inputs)}: no images found")
-    from unet_fastai.models import learner_codes
-    learn, out, bands = load_model(model), Path(out), parse_bands(bands)
-    for f in progress_bar(files, leave=False):
-        stem = scene_stem(f)
-        with _scene(learn, f, bands, nodata) as scene:
-            kw = dict(tile=tile, overlap=overlap, bs=bs, size=size, scale=scale)
-            if format == 'tif' or (format == 'auto' and scene.georeferenced):
-                predict_geotiff(learn, scene, out/f'{stem}_mask.tif', out/f'{stem}_probs.tif' if probs else None, **kw)
-                if vector: mask_polygons(out/f'{stem}_mask.tif', out/f'{stem}_mask.geojson')
-                continue
-            mask, _ = predict_scene(learn, scene, with_probs=False, **kw)
-            img = scene.image()  # decoded already (PNG/JPEG are read whole)
-        save_image((mask == 1).astype(np.uint8) * 255 if binary_255 and len(learner_codes(learn)) == 2 else mask, out/f'{stem}_mask.png')
-        save_image(overlay(img, mask), out/f'{stem}_overlay.png')
-    print(f"{len(files)} images predicted into {out}")
-    for m in bad: print(f"skipped: {m}")
-    return files
-
-def predict_cli():
-    "Entry point of `unet_fastai_predict`"
-    run_cli(unet_fastai_predict)

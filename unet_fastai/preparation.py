@@ -19,7 +19,7 @@ from .workers import *
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'STRIP_ROWS', 'files_by_stem', 'find_pairs', 'read_tiles', 'resize_warning', 'row_strips', 'nearest_index',
-           'nearest_rows', 'scene_strips', 'tile_index', 'prepare_scene', 'check_pair', 'prepare',
+           'nearest_rows', 'scene_strips', 'source_signature', 'tile_index', 'prepare_scene', 'check_pair', 'prepare',
            'unet_fastai_prepare', 'prepare_cli']
 
 # %% ../nbs/02_prepare.ipynb #edd3fa68
@@ -142,7 +142,7 @@ def _write_scene(img, msk, mmap, stem, dst, out, kinds:dict, resized, tile, over
                     _save_tiles({k: tilers.setdefault(k, StripTiler(*at, tile, overlap)).add(a) for k, a in got.items()}, dst, stem, written)
         written += [w.path for w in ws.values()]
 
-def _source_sig(p)->list:
+def source_signature(p)->list:
     "What identifies a source file in a done-marker: its resolved path (any spelling, links followed), size and time; a URL"
     if p is None or is_url(p): return p
     st = Path(p).stat()
@@ -183,8 +183,8 @@ def prepare_scene(stem:str, # output name
     "Write the PNG, rescaled and tiled versions of one scene (and its mask) under `dst`, a strip of rows at a time"
     dst, image, mask = Path(dst), as_source(image), mask and Path(mask)
     marker = dst/'.done'/f'{stem}.json'
-    lab = labels and {**labels, 'path': _source_sig(labels['path'])}
-    params = dict(image=_source_sig(image), mask=_source_sig(mask), labels=lab, size=size or 0, scale=scale, tile=tile or 0,
+    lab = labels and {**labels, 'path': source_signature(labels['path'])}
+    params = dict(image=source_signature(image), mask=source_signature(mask), labels=lab, size=size or 0, scale=scale, tile=tile or 0,
                   overlap=overlap, mask_map=str(mmap), scale16=scale16, bands=bands, nodata=nodata)
     old = json.loads(marker.read_text()) if marker.exists() else {}
     if old.get('finished') and old.get('params') == params: return 'skipped'

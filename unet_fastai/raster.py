@@ -4,7 +4,7 @@
 
 # %% ../nbs/00a_raster.ipynb #cc2f41c4
 from __future__ import annotations
-import logging, os, sys, warnings
+import functools, logging, os, sys, threading, warnings
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -152,6 +152,13 @@ def to_uint8(arr:np.ndarray, # pixels as read
     raise ValueError(f"scale16 must be one of {SCALE16}, not {scale16!r}")
 
 # %% ../nbs/00a_raster.ipynb #c0adb434
+def _serial(meth):
+    "A `Raster` method that uses its file, one thread at a time: GDAL datasets are not thread-safe (prediction reads ahead in a thread)"
+    @functools.wraps(meth)
+    def f(self, *a, **kw):
+        with self._lock: return meth(self, *a, **kw)
+    return f
+
 class Raster:
     "A scene read window by window: GDAL rasters (GeoTIFF, COG, VRT, TIFF, URLs of them) through rasterio, PNG/JPEG through libvips, or an array"
     def __init__(self, src, # file, URL (see `is_url`), or array (H,W) / (H,W,C)
@@ -161,6 +168,7 @@ class Raster:
                  scale16='full', # 16-bit to 8-bit rule of `image` (see `to_uint8`)
                 ):
         self.ds = self.arr = self.vips = None
+        self._lock = threading.RLock()
         self._by_vips = False  # pixels read by libvips, on first use
         self.nodata, self.as_image, self.scale16, self._range16 = nodata, as_image, scale16, None
         if isinstance(src, np.ndarray):
@@ -221,6 +229,7 @@ class Raster:
         from rasterio.windows import Window
         return Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
 
+    @_serial
     def _pixels(self, rows, cols, bands):
         if self.ds is not None:
             with _decoding(self.path): return np.moveaxis(self.ds.read(bands, window=self._gdal_window(rows, cols)), 0, -1)
@@ -241,6 +250,7 @@ class Raster:
         rows, cols = self._window(rows, cols)
         return self._pixels(rows, cols, list(range(1, self.count + 1)) if all_bands else self.bands)
 
+    @_serial
     def valid(self, rows:slice=None, cols:slice=None)->np.ndarray:
         "Whether each pixel of the window is imagery, (h, w) bool: the file's no-data/mask/alpha and the `nodata` option"
         rows, cols = self._window(rows, cols)
@@ -261,6 +271,7 @@ class Raster:
         "Scene pixels per pixel of `overview(longest)`"
         return max(1, -(-max(self.height, self.width) // longest))
 
+    @_serial
     def overview(self, longest:int=1024)->np.ndarray:
         "The chosen bands as stored, decimated (nearest) so that the longer side is at most `longest`: a quick look"
         step = self.overview_step(longest)
@@ -268,6 +279,7 @@ class Raster:
         shape = (len(self.bands), -(-self.height // step), -(-self.width // step))
         with _decoding(self.path): return np.moveaxis(self.ds.read(self.bands, out_shape=shape), 0, -1)
 
+    @_serial
     def valid_overview(self, longest:int=1024)->np.ndarray:
         "`valid` decimated as `overview` is: where the imagery is, at a glance (from the file's mask overviews, if it has them)"
         step = self.overview_step(longest)
@@ -298,7 +310,7 @@ def resize_bands(arr:np.ndarray, # (H,W) or (H,W,bands), uint8
     if arr.ndim == 2 or arr.shape[-1] == 3: return np.asarray(Image.fromarray(arr).resize(size, resample, box))
     return np.stack([resize_bands(arr[..., i], size, resample, box) for i in range(arr.shape[-1])], -1)
 
-# %% ../nbs/00a_raster.ipynb #a019308f
+# %% ../nbs/00a_raster.ipynb #13e5e689
 def scene_sources(inputs, # a folder, file, list file (.txt), VRT or URL, or a list of them
                  )->list: # `Path`s and URL strings
     "The scenes named by `inputs`: a folder's image files (sorted, not recursive), a list file's lines, files and URLs as given"

@@ -130,7 +130,7 @@ def feature_collection(features:list, # GeoJSON features
     if crs is not None and crs.to_epsg(): fc['crs'] = dict(type='name', properties=dict(name=f'urn:ogc:def:crs:EPSG::{crs.to_epsg()}'))
     return fc
 
-# %% ../nbs/00c_writers.ipynb #07b99c2e
+# %% ../nbs/00c_writers.ipynb #af13796c
 _GDAL_TYPES = {'uint8': 'Byte', 'int8': 'Int8', 'uint16': 'UInt16', 'int16': 'Int16', 'uint32': 'UInt32', 'int32': 'Int32',
                'float32': 'Float32', 'float64': 'Float64'}
 
