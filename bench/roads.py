@@ -16,6 +16,8 @@ same fixed grid of 128-pixel windows at the training scale): once from tiles (pr
 straight from the scenes (`train_scenes`: random windows of the imagery each epoch, no tile on disk). It prints wall
 time, bytes written to disk, peak RSS, the validation breakeven and the whole-scene figures of both, and the window
 loader's windows/s (one epoch of batches, no model) against the model's training images/s (steps on one batch).
+--tta 1 4 8 scores the validation scenes whole again with each test-time augmentation (relaxed breakeven, road IoU,
+time against the first), for the model of each run.
 
     python bench/roads.py [--scale 0.5] [--tile 128] [--epochs 36] [--bs 8] [--lr 2e-3] [--loss ce+dice]
                           [--class-weights median|None] [--seed 0] [--split-seed 0] [--out DIR] [--windows] [--tta 1 4 8]
@@ -114,9 +116,9 @@ def compare(out, **kw):
     print(f"breakeven by epoch, tiles:   {' '.join(f'{v:.2f}' for v in t['breakeven_by_epoch'])}")
     print(f"breakeven by epoch, windows: {' '.join(f'{v:.2f}' for v in w['breakeven_by_epoch'])}")
     for n in kw.get('tta') or []:
-        print(f"TTA {n} on the val scenes whole: breakeven {t[f'tta{n}']['breakeven']:.4f} / {w[f'tta{n}']['breakeven']:.4f}, road IoU "
-              f"{t[f'tta{n}']['road_iou']:.4f} / {w[f'tta{n}']['road_iou']:.4f} (tiles / windows model), "
-              f"{t[f'tta{n}']['s'] / t[f'tta{kw['tta'][0]}']['s']:.1f}x the time of TTA {kw['tta'][0]}")
+        a, b, first = t[f'tta{n}'], w[f'tta{n}'], t['tta%d' % kw['tta'][0]]
+        print(f"TTA {n} on the val scenes whole: breakeven {a['breakeven']:.4f} / {b['breakeven']:.4f}, road IoU "
+              f"{a['road_iou']:.4f} / {b['road_iou']:.4f} (tiles / windows model), {a['s'] / first['s']:.1f}x the time of TTA {kw['tta'][0]}")
     print(f"window loader {w['loader_windows_s']:.0f} windows/s (one process) vs model {w['model_img_s']:.1f} training img/s: the "
           f"loader is {w['loader_windows_s'] / w['model_img_s']:.0f}x faster than the model needs")
 

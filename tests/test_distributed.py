@@ -137,3 +137,12 @@ def test_help_lists_tasks_and_options(tmp_path):
     assert '--freeze-epochs' in r.stdout and 'torchrun' in r.stdout
     r = run(command('unet_fastai_train'), 'roads', '--help', tmp=tmp_path)
     assert r.returncode == 0 and '--resume' in r.stdout and 'batch size (per process)' in r.stdout
+
+def test_task_help_says_each_default_once():
+    "Every option of every task's --help states its default once (`--monitor`'s help says it in words: no second one)"
+    from unet_fastai.launch import TASKS, task_function, task_parser
+    for task in TASKS:
+        for a in task_parser(task, task_function(task))._actions:
+            assert (a.help or '').count('(default') <= 1, (task, a.dest, a.help)
+    mon = next(a for a in task_parser('roads', task_function('roads'))._actions if a.dest == 'monitor')
+    assert mon.help.endswith('(default: mIoU)'), mon.help

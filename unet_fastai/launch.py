@@ -41,6 +41,10 @@ class _Parser(argparse.ArgumentParser):
     "argparse with one-line errors"
     def error(self, message): raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
+def _with_default(doc:str, default)->str:
+    "An option's help with its default, unless the help already says it (\"(default: ...)\")"
+    return doc if '(default' in doc else f"{doc} (default: {default!r})"
+
 def task_parser(task:str, fn)->argparse.ArgumentParser:
     "The command line of `task`: DATA, --config and one option per option of `fn`"
     from fastcore.docments import docments
@@ -56,7 +60,7 @@ def task_parser(task:str, fn)->argparse.ArgumentParser:
         t = option_type(params[k])
         plain = t is str and not takes_null(params[k])  # a string as typed; `str|None` options take null
         kw = dict(dest=k, default=argparse.SUPPRESS, type=str if plain else _yaml_value, metavar='V',
-                  help=f"{docs.get(k) or ''} (default: {params[k].default!r})".replace('%', '%%'))
+                  help=_with_default(docs.get(k) or '', params[k].default).replace('%', '%%'))
         if t is bool: kw.update(nargs='?', const=True, metavar='true|false')
         p.add_argument(*flags, **kw)
     return p

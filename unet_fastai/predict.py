@@ -52,9 +52,10 @@ def resize_bilinear(p:np.ndarray, # (C, h, w) map, or rows `top`.. of an `in_h`-
         return i0, np.minimum(i0 + 1, n_in - 1), (src - i0).astype(np.float32)
     y0, y1, fy = coords(h, out_h, np.arange(rows.start, rows.stop))
     y0, y1 = y0 - top, y1 - top
-    x0, x1, fx = coords(w, out_w, np.arange(out_w))
     r = p[:, y0].astype(np.float32) * (1 - fy)[:, None] + p[:, y1].astype(np.float32) * fy[:, None]
-    return r[:, :, x0] * (1 - fx) + r[:, :, x1] * fx
+    if w == out_w: return r
+    import torch, torch.nn.functional as F  # the columns by torch: the same formula, vectorised on every core
+    return F.interpolate(torch.from_numpy(r)[None], size=(r.shape[1], out_w), mode='bilinear', align_corners=False)[0].numpy()
 
 # %% ../nbs/07_predict.ipynb #9e9f9374
 def _model_fn(learn):
@@ -72,7 +73,7 @@ def _model_fn(learn):
             return class_probs(model(x)).float().cpu().numpy()
     return f
 
-# %% ../nbs/07_predict.ipynb #4966b649
+# %% ../nbs/07_predict.ipynb #b96ce258
 TTA = (1, 2, 4, 8)
 
 def _symmetry(a:np.ndarray, k:int, axes:tuple, inverse=False)->np.ndarray:
@@ -187,6 +188,14 @@ class _ReadAhead:
         return a
     def close(self): self.pool.shutdown(cancel_futures=True)
 
+def _argmax0(p:np.ndarray)->np.ndarray:
+    "`p.argmax(0)` as uint8 (the first class wins ties), a class at a time: NumPy's reduction over the first axis is strided and slow"
+    best, out = p[0], np.zeros(p.shape[1:], np.uint8)
+    for c in range(1, len(p)):
+        more = p[c] > best
+        out[more], best = c, np.maximum(best, p[c])
+    return out
+
 def model_bands(learn, bands=None)->list:
     "The bands to read for `learn`: `bands` if given, else those it was trained on (from `prepare --bands`), else None (the first three)"
     return bands or (getattr(learn, 'predict_defaults', {}) or {}).get('bands')
@@ -226,7 +235,7 @@ def predict_strips(learn, # a fastai U-Net learner from `train_segmentation` or 
     try:
         strips = _probability_strips(f, get, hm, wm, tile, overlap, bs, len(learner_codes(learn)))
         for rows, p in _resized_strips(strips, hm, wm, h, w):
-            mask = p.argmax(0).astype(np.uint8)
+            mask = _argmax0(p)
             if scene.has_nodata:
                 ok = scene.valid(rows)
                 mask[~ok] = NODATA; p[:, ~ok] = 0
