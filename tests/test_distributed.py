@@ -121,7 +121,7 @@ def test_kill_and_resume(tiles, tmp_path):
     assert r.stderr.startswith(f"error: {out/'checkpoint.pth'}: not a readable checkpoint")
 
 @pytest.mark.parametrize('args,code,message', [
-    (('road', '.'), 2, "unknown task 'road': use one of camvid, roads, pennfudan, pets, dogs, cityscapes, bsds500, pairs"),
+    (('road', '.'), 2, "unknown task 'road': use one of camvid, roads, pennfudan, pets, dogs, cityscapes, bsds500, pairs, scenes"),
     (('roads', 'no/such/folder'), 1, "no/such/folder: data folder not found; check the path"),
     (('roads', '.', '--epoch', 3), 2, "unet_fastai_train roads: unrecognized arguments: --epoch 3"),
     (('roads', '.', '--epochs', 'three'), 1, "unet_fastai_train roads: option epochs takes an integer, not 'three'")])
@@ -146,3 +146,22 @@ def test_task_help_says_each_default_once():
             assert (a.help or '').count('(default') <= 1, (task, a.dest, a.help)
     mon = next(a for a in task_parser('roads', task_function('roads'))._actions if a.dest == 'monitor')
     assert mon.help.endswith('(default: mIoU)'), mon.help
+
+def test_every_command_help_says_each_default_once():
+    "The other commands' --help (fastcore's parser over their docments) state each default once too"
+    from fastcore.script import anno_parser
+    from unet_fastai.preparation import unet_fastai_prepare
+    from unet_fastai.jobs import unet_fastai_predict
+    from unet_fastai.evaluate import unet_fastai_evaluate
+    from unet_fastai.app import unet_fastai_app
+    from unet_fastai.demo import unet_fastai_demo
+    for f in (unet_fastai_prepare, unet_fastai_predict, unet_fastai_evaluate, unet_fastai_app, unet_fastai_demo):
+        for a in anno_parser(f)._actions:
+            assert (a.help or '').count('(default') <= 1, (f.__name__, a.dest, a.help)
+
+def test_training_log_has_no_bars(tiles, tmp_path):
+    "Redirected to files, unet_fastai_train writes fastai's table of epochs and no progress bar (no \\r, no █)"
+    r = run(command('unet_fastai_train'), 'roads', tiles, *COMMON, '--epochs', 1, '--out', tmp_path/'run', tmp=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'train_loss' in r.stdout and 'best mIoU' in r.stdout
+    for text in (r.stdout, r.stderr): assert '\r' not in text and '█' not in text, text[-2000:]

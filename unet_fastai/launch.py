@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, importlib, inspect, json, sys
 from pathlib import Path
-from .core import BadInputError
+from .core import BadInputError, console_progress
 
 # %% auto #0
 __all__ = ['TASKS', 'UsageError', 'task_function', 'task_parser', 'usage', 'parse_command', 'unet_fastai_train', 'train_cli']
@@ -121,8 +121,9 @@ def unet_fastai_train(argv:list=None):
     return learn
 
 def train_cli():
-    "Entry point of `unet_fastai_train`: errors are one line (exit code 2: the command line, 1: bad input)"
-    try: unet_fastai_train()
+    "Entry point of `unet_fastai_train`: errors are one line (exit code 2: the command line, 1: bad input); progress bars only on a terminal (see `console_progress`)"
+    try:
+        with console_progress(): unet_fastai_train()
     except UsageError as e: print(f"error: {e}", file=sys.stderr); sys.exit(2)
     except (BadInputError, ValueError) as e:
         for line in str(e).splitlines(): print(f"error: {line}", file=sys.stderr)
