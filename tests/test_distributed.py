@@ -165,3 +165,28 @@ def test_training_log_has_no_bars(tiles, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert 'train_loss' in r.stdout and 'best mIoU' in r.stdout
     for text in (r.stdout, r.stderr): assert '\r' not in text and '█' not in text, text[-2000:]
+
+def test_diverging_run_stops(tiles, tmp_path):
+    "--lr 10 diverges: one error line naming the epoch and a lower --lr, exit 1, no model exported"
+    r = run(command('unet_fastai_train'), 'roads', tiles, *COMMON[:4], '--lr', 10, '--pretrained', 'false', '--epochs', 3,
+            '--out', tmp_path/'run', tmp=tmp_path)
+    errors = [l for l in r.stderr.splitlines() if l.startswith('error: ')]
+    assert r.returncode == 1 and len(errors) == 1 and 'Traceback' not in r.stderr, r.stderr[-3000:]
+    assert errors[0].startswith('error: training diverged at epoch ') and 'Try a lower --lr, e.g. 1' in errors[0], errors[0]
+    assert not (tmp_path/'run'/'model.pkl').exists()
+
+def test_one_training_per_folder(tiles, tmp_path):
+    "A second training into the --out of a running one names the holder and exits 1; the first one ends normally"
+    out = tmp_path/'run'
+    p = subprocess.Popen([*map(str, (command('unet_fastai_train'), 'roads', tiles, *COMMON, '--epochs', 3, '--out', out))],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, 'TMPDIR': str(tmp_path)})
+    deadline = time.time() + 120
+    held = ''
+    while time.time() < deadline and not held:
+        try: held = (out/'.unet_fastai.lock').read_text()
+        except FileNotFoundError: time.sleep(0.05)
+    assert held.startswith(f'process {p.pid} (unet_fastai_train, started '), held
+    r = run(command('unet_fastai_train'), 'roads', tiles, *COMMON, '--epochs', 1, '--out', out, tmp=tmp_path)
+    assert r.returncode == 1 and r.stderr.strip().splitlines() == [
+        f"error: {out} is in use by {held}; wait for it (--wait) or choose another folder"], r.stderr
+    assert p.wait(timeout=600) == 0 and sorted(x.name for x in out.iterdir()) == OUTPUTS  # no lock file left

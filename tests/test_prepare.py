@@ -227,3 +227,20 @@ def test_aspect_ratio_kept_and_enlarging_said(tmp_path):
     assert r.stderr.strip().splitlines() == [f"warning: {tmp_path/'src/images/dot.tif'}: 1×1 is enlarged 512.0× to 512×512, so "
                                              "its tiles repeat pixels; lower --size (or --size 0 to keep the scene's size)"]
     assert '\r' not in r.stdout + r.stderr and '█' not in r.stdout + r.stderr  # no progress bars in a log
+
+def test_one_prepare_per_folder(many_scenes, tmp_path):
+    "A second prepare into a folder another one is writing names the holder and exits 1 (its temporaries untouched); --wait waits; a killed holder blocks nobody"
+    out = tmp_path/'out'
+    p = start_prepare(many_scenes, out)
+    r = subprocess.run([command('unet_fastai_prepare'), str(many_scenes), str(out)], capture_output=True, text=True)
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(
+        f"error: {out} is in use by process {p.pid} (unet_fastai_prepare, started "), r.stderr
+    assert p.poll() is None  # the first one goes on
+    waiting = subprocess.Popen([command('unet_fastai_prepare'), str(many_scenes), str(out), '--wait'], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    assert waiting.poll() is None  # waits while the folder is in use
+    os.killpg(p.pid, signal.SIGKILL); p.wait()  # the holder and its workers, killed
+    o, e = waiting.communicate(timeout=600)
+    assert waiting.returncode == 0, e[-2000:]
+    assert 'already done' in o and pngs_ok(out) and not list(out.rglob('.*.tmp')) and not (out/'.unet_fastai.lock').exists()

@@ -4,22 +4,22 @@
 
 # %% ../nbs/06b_checkpoint.ipynb #689da28f
 from __future__ import annotations
-import json, random
+import json, math, random
 from pathlib import Path
 import numpy as np
 import torch
-from fastai.vision.all import Callback, TrackerCallback, CancelEpochException, L, get_model, set_seed, rank_distrib, distrib_barrier
+from fastai.vision.all import Callback, TrackerCallback, CancelEpochException, CancelFitException, L, get_model, set_seed, rank_distrib, distrib_barrier
 from .core import BadInputError, atomic_write
-from .distributed import is_main, gather
+from .distributed import is_main, gather, sum_over_processes
 
 # %% auto #0
 __all__ = ['CHECKPOINT', 'run_options', 'read_checkpoint', 'seed_training', 'random_states', 'set_random_states', 'load_weights',
-           'save_state', 'Checkpoint', 'SkipEpochs', 'fit_phases']
+           'save_state', 'Checkpoint', 'SkipEpochs', 'fit_phases', 'TrainingDiverged', 'StopOnDivergence']
 
 # %% ../nbs/06b_checkpoint.ipynb #b5e5b749
 CHECKPOINT = 'checkpoint.pth'
 
-_NOT_COMPARED = ('resume', 'out', 'cbs')  # what may differ when a run is resumed (cbs: extra callbacks)
+_NOT_COMPARED = ('resume', 'out', 'cbs', 'wait')  # what may differ when a run is resumed (cbs: extra callbacks)
 
 def _json_name(o): return str(o) if isinstance(o, Path) else getattr(o, '__name__', type(o).__name__)
 
@@ -159,4 +159,32 @@ def fit_phases(learn, phases:list, # (epochs, lr, frozen) of each `fit_one_cycle
             set_random_states(learn, ck['random'][rank_distrib()])
             smooth, ck = ck['smooth_loss'], None
         learn.fit_one_cycle(n, lr, cbs=cbs + ([SkipEpochs(skip, smooth)] if skip else []))
+        said = next((cb.said for cb in cbs if getattr(cb, 'said', None)), None)
+        if said: raise TrainingDiverged(said)  # no next phase, no export
     if ck is not None: load_weights(learn, learn.path/'best.pth')  # every epoch was done before the checkpoint
+
+# %% ../nbs/06b_checkpoint.ipynb #19ee9fe0
+class TrainingDiverged(ValueError):
+    "Training stopped because its loss diverged; the message says where and what to do"
+
+class _Diverged(CancelFitException):
+    "Ends the fit the way fastai ends one (its callbacks' `after_cancel_fit`); `fit_phases` then raises `TrainingDiverged`"
+
+class StopOnDivergence(Callback):
+    "Stop training when its loss diverges (see above): one line naming the epoch, the loss and a lower learning rate"
+    order = -10  # `after_loss`, before the Recorder computes metrics from a diverged model's outputs
+    def __init__(self, factor:float=100, # training loss over the reference that stops the run
+                 valid_factor:float=1e6, # validation loss over it that stops the run
+                 n:int=5, # first training batches: the reference is the lowest of their losses
+                ): self.factor, self.valid_factor, self.n, self.first, self.said = factor, valid_factor, n, [], None
+    def after_loss(self):
+        loss = float(self.loss.detach())
+        if self.training and len(self.first) < self.n and math.isfinite(loss): self.first.append(loss)
+        ref = min(self.first) if self.first else math.inf
+        bad = not math.isfinite(loss) or loss > (self.factor if self.training else self.valid_factor) * ref
+        if not sum_over_processes(torch.tensor([float(bad)])).item(): return  # every process decides alike
+        lr, best = getattr(self.learn, 'lr_used', None), Path(self.learn.path)/'best.pth'
+        self.said = (f"training diverged at epoch {self.epoch + 1}: {'training' if self.training else 'validation'} loss {loss:.3g} "
+                     f"(the first batches': {ref:.3g}){f'; the best model so far is in {best}' if best.exists() else ''}. "
+                     "Try a lower --lr" + (f", e.g. {lr / 10:g}" if lr else ''))
+        raise _Diverged()

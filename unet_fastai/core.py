@@ -4,14 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #a8fa2ed7
 from __future__ import annotations
-import os, re, sys, tempfile, warnings
+import os, re, sys, tempfile, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
 from fastcore.script import anno_parser
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'MOVED_TO', 'BadInputError', 'is_image_file', 'file_head', 'atomic_write', 'remove_temporaries',
-           'console_progress', 'run_cli']
+__all__ = ['IMAGE_EXTS', 'LOCK', 'MOVED_TO', 'BadInputError', 'is_image_file', 'file_head', 'atomic_write', 'remove_temporaries',
+           'folder_lock', 'console_progress', 'run_cli']
 
 # %% ../nbs/00_core.ipynb #790452f5
 IMAGE_EXTS = ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.jp2', '.vrt')
@@ -61,6 +61,36 @@ def remove_temporaries(folder)->int:
     found = list(Path(folder).rglob('.*.tmp')) if Path(folder).exists() else []
     for p in found: p.unlink(missing_ok=True)
     return len(found)
+
+# %% ../nbs/00_core.ipynb #cce93e68
+LOCK = '.unet_fastai.lock'
+
+@contextmanager
+def folder_lock(folder, # the folder a run writes (made if missing)
+                wait:bool=False, # wait for another run's lock instead of failing
+               ):
+    "Hold an advisory lock on `folder` while the block runs (released by the OS if the process dies); taken: a `BadInputError` naming the holder"
+    import fcntl
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder/LOCK
+    while True:
+        f = open(path, 'a+')
+        try: fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            f.seek(0); who = f.read().strip() or 'another process'; f.close()
+            raise BadInputError(f"{folder} is in use by {who}; wait for it (--wait) or choose another folder") from None
+        try: same = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+        except FileNotFoundError: same = False
+        if same: break
+        f.close()  # its holder removed it while this one waited: lock the file that is there now
+    try:
+        f.seek(0); f.truncate()
+        f.write(f"process {os.getpid()} ({Path(sys.argv[0]).name or 'python'}, started {time.strftime('%H:%M:%S')})"); f.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        f.close()
 
 # %% ../nbs/00_core.ipynb #cd5128af
 @contextmanager

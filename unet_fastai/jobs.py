@@ -5,11 +5,12 @@
 # %% ../nbs/07a_jobs.ipynb #9b0d15b3
 from __future__ import annotations
 import json, warnings
+from contextlib import nullcontext
 from pathlib import Path
 import numpy as np
 from fastcore.script import Param
 from fastprogress.fastprogress import progress_bar
-from .core import BadInputError, run_cli, atomic_write, remove_temporaries
+from .core import BadInputError, run_cli, atomic_write, remove_temporaries, folder_lock
 from .raster import Raster, parse_bands, scene_sources, scene_stem, image_size
 from .writers import save_image, mosaic_vrt
 from .preparation import source_signature
@@ -113,6 +114,7 @@ def unet_fastai_predict(model:str, # exported learner (model.pkl) or ONNX model 
                         binary_255:bool=False, # PNG outputs: write 2-class masks as 0/255 instead of 0/1 (no-data as 0)
                         tta:int=1, # test-time augmentation: 1, 2, 4 or 8 flips and turns of each tile, averaged (N × the time)
                         overwrite:bool=False, # predict every scene again, even those a previous run finished
+                        wait:bool=False, # if another run is writing into OUT, wait for it to end instead of failing
                         skip_bad:bool=False, # skip unreadable images and list them instead of failing
                        ):
     "Predict class masks of scenes of any size with a trained U-Net, on one process or many (torchrun); GeoTIFFs in, COGs and a mosaic out; a rerun resumes"
@@ -124,25 +126,26 @@ def unet_fastai_predict(model:str, # exported learner (model.pkl) or ONNX model 
     from unet_fastai.distributed import init_distributed, is_main, gather
     from fastai.torch_core import rank_distrib
     n, out = init_distributed(), Path(out)
-    if is_main(): out.mkdir(parents=True, exist_ok=True); remove_temporaries(out)  # what killed runs left
-    gather(None)  # the others start once it is clean
-    share = shard_scenes([h * w for h, w in map(image_size, files)], n)[rank_distrib()]
-    learn, bands = load_model(model), parse_bands(bands)
-    opts = dict(tile=tile, overlap=overlap, size=size, scale=scale, format=format, probs=probs, vector=vector, bands=bands,
-                nodata=nodata, binary_255=binary_255, tta=tta)
-    made_by, counts = dict(model=source_signature(Path(model)), options=opts), [0, 0]
-    for f in progress_bar([files[i] for i in share], leave=False, display=is_main()):
-        stem, made = scene_stem(f), dict(scene=source_signature(f), **made_by)
-        if not overwrite and scene_done(out, stem, made): counts[1] += 1; continue
-        (out/MARKS/f'{stem}.json').unlink(missing_ok=True)  # its outputs are being redone
-        mark_done(out, stem, made, _predict_one(learn, f, out, stem, bs=bs, **opts)); counts[0] += 1
-    done, skipped = np.sum(gather(counts), 0)
-    if is_main():
-        extra = mosaic_outputs(out, [scene_stem(f) for f in files], probs, vector)
-        print(f"{done} scenes predicted, {skipped} already done, into {out}" + (f" by {n} processes" if n > 1 else '') +
-              ''.join(f"; {p.name}" for p in extra))
-        for m in bad: print(f"skipped: {m}")
-    return files
+    with folder_lock(out, wait) if is_main() else nullcontext():  # one run per folder; under torchrun the main process holds it
+        if is_main(): remove_temporaries(out)  # what killed runs left
+        gather(None)  # the others start once it is clean
+        share = shard_scenes([h * w for h, w in map(image_size, files)], n)[rank_distrib()]
+        learn, bands = load_model(model), parse_bands(bands)
+        opts = dict(tile=tile, overlap=overlap, size=size, scale=scale, format=format, probs=probs, vector=vector, bands=bands,
+                    nodata=nodata, binary_255=binary_255, tta=tta)
+        made_by, counts = dict(model=source_signature(Path(model)), options=opts), [0, 0]
+        for f in progress_bar([files[i] for i in share], leave=False, display=is_main()):
+            stem, made = scene_stem(f), dict(scene=source_signature(f), **made_by)
+            if not overwrite and scene_done(out, stem, made): counts[1] += 1; continue
+            (out/MARKS/f'{stem}.json').unlink(missing_ok=True)  # its outputs are being redone
+            mark_done(out, stem, made, _predict_one(learn, f, out, stem, bs=bs, **opts)); counts[0] += 1
+        done, skipped = np.sum(gather(counts), 0)
+        if is_main():
+            extra = mosaic_outputs(out, [scene_stem(f) for f in files], probs, vector)
+            print(f"{done} scenes predicted, {skipped} already done, into {out}" + (f" by {n} processes" if n > 1 else '') +
+                  ''.join(f"; {p.name}" for p in extra))
+            for m in bad: print(f"skipped: {m}")
+        return files
 
 def predict_cli():
     "Entry point of `unet_fastai_predict`"

@@ -251,6 +251,7 @@ def prepare(src, # folder with images/ + masks/, sat/ + map/, or images alone; o
             labels=None, # vector file of labels (any OGR format) to burn the masks from, instead of mask files
             label_field:str=None, # attribute of `labels` that holds the class (`mmap` maps its values; default: all class 1)
             buffer:float=0, # metres added on each side of label lines and points (see `VectorLabels`)
+            wait:bool=False, # wait for another run writing into `dst` to end, instead of failing
            )->dict: # stems done and skipped, bad-file messages, unpaired files
     "Prepare every scene under `src` into `dst`: PNG, resized and tiled, images and masks (from mask files or vector labels)"
     if scale16 not in SCALE16: raise ValueError(f"scale16 must be one of {SCALE16}")
@@ -269,14 +270,14 @@ def prepare(src, # folder with images/ + masks/, sat/ + map/, or images alone; o
     for p, hw in shapes.items():
         if (w := resize_warning(p, *hw, size, scale)): warnings.warn(w, stacklevel=2)
     dst = Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    remove_temporaries(dst)
-    res = run_parallel(_prepare_one, todo, workers, progress, dst=dst, size=size, tile=tile, overlap=overlap, mmap=mmap, scale16=scale16,
-                       bands=bands, nodata=nodata, scale=scale, labels=lab)
-    bad += [msg for status, msg in res if status == 'bad']
-    with atomic_write(dst/'prepare.json') as t:  # how the scenes were prepared, for training and prediction
-        t.write_text(json.dumps(dict(size=0 if scale else size or 0, scale=scale, tile=tile or 0, overlap=overlap, mask_map=str(mmap),
-                                     labels=lab, scale16=scale16, bands=bands, nodata=nodata, scene_sizes=sorted(set(shapes.values()))[:100])))
+    with folder_lock(dst, wait):  # one writer per folder; what killed runs left is removed under the lock only
+        remove_temporaries(dst)
+        res = run_parallel(_prepare_one, todo, workers, progress, dst=dst, size=size, tile=tile, overlap=overlap, mmap=mmap, scale16=scale16,
+                           bands=bands, nodata=nodata, scale=scale, labels=lab)
+        bad += [msg for status, msg in res if status == 'bad']
+        with atomic_write(dst/'prepare.json') as t:  # how the scenes were prepared, for training and prediction
+            t.write_text(json.dumps(dict(size=0 if scale else size or 0, scale=scale, tile=tile or 0, overlap=overlap, mask_map=str(mmap),
+                                         labels=lab, scale16=scale16, bands=bands, nodata=nodata, scene_sizes=sorted(set(shapes.values()))[:100])))
     if bad and not skip_bad: raise BadInputError('\n'.join(bad))
     return dict(done=[p[0] for p, (s, _) in zip(todo, res) if s == 'done'],
                 skipped=[p[0] for p, (s, _) in zip(todo, res) if s == 'skipped'], bad=bad, unpaired=unpaired)
@@ -298,11 +299,12 @@ def unet_fastai_prepare(src:str, # source: a folder (images/ + masks/, sat/ + ma
                         labels:str=None, # burn the masks from this vector file (GeoJSON, GeoPackage, Shapefile, ...) in any CRS
                         label_field:str=None, # attribute of --labels that holds the class, mapped by --mask-map (default: every feature is class 1)
                         buffer:float=0, # metres added on each side of label lines and points (a road centreline with 3 becomes 6 m wide)
+                        wait:bool=False, # if another run is writing into DST, wait for it to end instead of failing
                        ):
     "Convert scenes to PNG, resize them and cut them into tiles, images and masks alike"
     r = prepare(src, dst, size=size, tile=tile, overlap=overlap, workers=workers, mmap=mask_map,
                 scale16=scale16, mask_suffix=mask_suffix, skip_bad=skip_bad, bands=parse_bands(bands), nodata=nodata, scale=scale,
-                labels=labels, label_field=label_field, buffer=buffer)
+                labels=labels, label_field=label_field, buffer=buffer, wait=wait)
     print(f"{len(r['done'])} scenes prepared, {len(r['skipped'])} already done, into {dst}")
     for p in r['unpaired']: print(f"unpaired (no partner of the same stem): {p}")
     for m in r['bad']: print(f"skipped: {m}")

@@ -5,13 +5,14 @@
 # %% ../nbs/06e_train.ipynb #bff4d1fd
 from __future__ import annotations
 import json
+from contextlib import nullcontext
 from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 from fastai.vision.all import CSVLogger, minimum, steep, valley, set_seed, rank_distrib, distrib_barrier
 from fastcore.basics import ifnone
 from fastcore.meta import delegates
-from .core import BadInputError, atomic_write, remove_temporaries
+from .core import BadInputError, atomic_write, remove_temporaries, folder_lock
 from .data import camvid_dls, roads_dls, pairs_dls
 from .windows import scenes_dls
 from .preparation import find_pairs
@@ -78,6 +79,7 @@ def train_segmentation(dls, # from `segmentation_dls`
                        show=False, # also show the pictures (in a notebook)
                        predict_defaults:dict=None, # how `predict_scene` rescales and tiles whole scenes for this model
                        config:dict=None, # the options of the whole run (recorded in config.json and checked on resume)
+                       wait:bool=False, # if another run is writing into `out`, wait for it to end instead of failing
                        **kwargs, # passed to `seg_learner` (arch, pretrained, weights_path, metrics, ...)
                       ):
     "Train a U-Net ([lr_find] → `training_phases`) on one process or many; export it"
@@ -92,22 +94,23 @@ def train_segmentation(dls, # from `segmentation_dls`
     monitor = _check_monitor(learn, monitor)
     opts = run_options(config, dls, n, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, lr_find_iters=lr_find_iters,
                        monitor=monitor, train_seed=train_seed, **kwargs)
-    ck = read_checkpoint(out/CHECKPOINT, opts, dls.device) if resume and (out/CHECKPOINT).exists() else None
-    if is_main(): _start(learn, out, ck, show)
-    if lr is None: lr = ck['lr'] if ck else from_main(_lr_find(learn, lr_find_iters, out, show) if is_main() else None)
-    learn.lr_used = lr
-    if is_main():
-        with atomic_write(out/'config.json') as tmp: tmp.write_text(json.dumps({**opts, 'lr_used': lr}, indent=2))
-    best = Checkpoint(monitor, opts, lr)
-    if ck: best.restore(ck)
-    cbs = [best] + ([CSVLogger('history.csv', append=True)] if is_main() else [])
-    with distributed(learn): fit_phases(learn, training_phases(epochs, freeze_epochs, lr, pretrained), cbs, ck)
-    if is_main():
-        _save_fig(plot_history(read_history(out/'history.csv'), freeze_epochs), out/'curves.png', show)
-        _save_fig(show_predictions(learn), out/'predictions.png', show)
-        learn.export('model.pkl')
-    distrib_barrier()
-    return learn
+    with folder_lock(out, wait) if is_main() else nullcontext():  # one run per folder; under torchrun the main process holds it
+        ck = read_checkpoint(out/CHECKPOINT, opts, dls.device) if resume and (out/CHECKPOINT).exists() else None
+        if is_main(): _start(learn, out, ck, show)
+        if lr is None: lr = ck['lr'] if ck else from_main(_lr_find(learn, lr_find_iters, out, show) if is_main() else None)
+        learn.lr_used = lr
+        if is_main():
+            with atomic_write(out/'config.json') as tmp: tmp.write_text(json.dumps({**opts, 'lr_used': lr}, indent=2))
+        best = Checkpoint(monitor, opts, lr)
+        if ck: best.restore(ck)
+        cbs = [best, StopOnDivergence()] + ([CSVLogger('history.csv', append=True)] if is_main() else [])
+        with distributed(learn): fit_phases(learn, training_phases(epochs, freeze_epochs, lr, pretrained), cbs, ck)
+        if is_main():
+            _save_fig(plot_history(read_history(out/'history.csv'), freeze_epochs), out/'curves.png', show)
+            _save_fig(show_predictions(learn), out/'predictions.png', show)
+            learn.export('model.pkl')
+        distrib_barrier()
+        return learn
 
 def training_phases(epochs:int, # epochs with everything trainable
                     freeze_epochs:int, # epochs with the encoder frozen first
