@@ -10,8 +10,8 @@ from pathlib import Path
 from fastcore.script import anno_parser
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'LOCK', 'MOVED_TO', 'BadInputError', 'is_image_file', 'file_head', 'atomic_write', 'remove_temporaries',
-           'folder_lock', 'console_progress', 'run_cli']
+__all__ = ['IMAGE_EXTS', 'LOCK', 'MOVED_TO', 'BadInputError', 'is_image_file', 'file_head', 'WriteError', 'write_error',
+           'atomic_write', 'remove_temporaries', 'folder_lock', 'console_progress', 'run_cli']
 
 # %% ../nbs/00_core.ipynb #790452f5
 IMAGE_EXTS = ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.jp2', '.vrt')
@@ -41,19 +41,41 @@ def _umask()->int:
     m = os.umask(0o022); os.umask(m)
     return m
 
+_FULL = ('No space left on device', 'Disk quota exceeded', 'unexpected pos')  # what a full disk says through OS, GDAL, libvips, torch.save
+
+class WriteError(BadInputError):
+    "A write that failed for want of space or permission: the run stops (it is not one bad input among others)"
+
+def write_error(path, e:BaseException)->WriteError:
+    "For a failed write of `path`: one line saying what failed and what to do when it is a full disk, a denied permission or a read-only folder; else None"
+    import errno, shutil
+    full = getattr(e, 'errno', None) in (errno.ENOSPC, errno.EDQUOT) or any(m in str(e) for m in _FULL)
+    if full:
+        try: free = f"{shutil.disk_usage(Path(path).parent).free / 2**20:.1f} MB free"
+        except OSError: free = 'free space unknown'
+        return WriteError(f"no space left on device writing {path}: {free}; free space or choose another folder; "
+                             "a rerun continues where this one stopped")
+    if getattr(e, 'errno', None) in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = 'the file system is read-only' if e.errno == errno.EROFS else 'permission denied'
+        return WriteError(f"cannot write {path}: {why}; choose a folder you can write to, or fix its permissions")
+
 @contextmanager
 def atomic_write(path):
-    "Yield a hidden temporary path beside `path`; it is renamed to `path` when the block ends without error"
+    "Yield a hidden temporary path beside `path`; it is renamed to `path` when the block ends without error (a full disk or a denied write: one `write_error` line)"
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    except OSError as e: raise (write_error(path, e) or e) from None
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600), and a writer may recreate it: an ordinary write's mode
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        said = None if isinstance(e, BadInputError) else write_error(path, e)
+        if said: raise said from None
         raise
 
 def remove_temporaries(folder)->int:
@@ -120,7 +142,8 @@ def run_cli(func, # function whose docmented parameters are the command's argume
     warnings.showwarning = lambda msg, *a, **k: print(f'warning: {msg}', file=sys.stderr)
     try:
         with console_progress(): return func(**args)
-    except BadInputError as e:
+    except (BadInputError, OSError) as e:
+        if isinstance(e, OSError) and not (e := write_error(e.filename or '', e)): raise  # a full disk, a denied or read-only folder: one line
         for line in str(e).splitlines(): print(f'error: {line}', file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:

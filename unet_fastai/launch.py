@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, importlib, inspect, json, sys
 from pathlib import Path
-from .core import BadInputError, console_progress
+from .core import BadInputError, console_progress, write_error
 
 # %% auto #0
 __all__ = ['TASKS', 'UsageError', 'task_function', 'task_parser', 'usage', 'parse_command', 'unet_fastai_train', 'train_cli']
@@ -125,8 +125,10 @@ def train_cli():
     try:
         with console_progress(): unet_fastai_train()
     except UsageError as e: print(f"error: {e}", file=sys.stderr); sys.exit(2)
-    except (BadInputError, ValueError) as e:
-        for line in str(e).splitlines(): print(f"error: {line}", file=sys.stderr)
+    except (BadInputError, ValueError, OSError) as e:
+        if isinstance(e, OSError) and not (e := write_error(e.filename or '', e)): raise  # a full disk, a denied or read-only folder
+        for line in str(e).splitlines():  # without the line fastai adds for an error raised in a callback
+            if not line.startswith('Exception occured in `'): print(f"error: {line.strip()}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted: run the same command with --resume to continue after the last finished epoch", file=sys.stderr)

@@ -232,6 +232,7 @@ def check_pair(stem, # scene name
 
 def _prepare_one(item, **kwargs):
     try: return prepare_scene(*item, **kwargs), None
+    except WriteError: raise  # a full disk or a denied write stops the run: every next scene would fail alike
     except BadInputError as e: return 'bad', str(e)
 
 def prepare(src, # folder with images/ + masks/, sat/ + map/, or images alone; or a VRT, list file (.txt) or URL of scenes

@@ -108,7 +108,7 @@ def train_segmentation(dls, # from `segmentation_dls`
         if is_main():
             _save_fig(plot_history(read_history(out/'history.csv'), freeze_epochs), out/'curves.png', show)
             _save_fig(show_predictions(learn), out/'predictions.png', show)
-            learn.export('model.pkl')
+            with atomic_write(out/'model.pkl') as t: learn.export(t)  # whole or not at all (a full disk)
         distrib_barrier()
         return learn
 
