@@ -8,7 +8,7 @@ from unet_fastai.synthetic import write_scenes, make_scene
 
 @pytest.fixture(scope='module')
 def served(tmp_path_factory):
-    "A briefly trained road model, served by `unet_fastai_app` on a free local port: (base URL, learner, folder)"
+    "A briefly trained road model, served by `unet_fastai_app` on a free local port (uploads up to 2 MB, 2 predictions at once, 8 waiting): (base URL, learner, folder)"
     d = tmp_path_factory.mktemp('app')
     write_scenes(d/'scenes', n=3, size=256)
     prepare(d/'scenes', d/'prep', size=256, tile=128, workers=0, progress=False)
@@ -17,7 +17,7 @@ def served(tmp_path_factory):
     env = {**os.environ, 'GRADIO_ANALYTICS_ENABLED': 'False', 'NO_PROXY': '127.0.0.1,localhost', 'GRADIO_TEMP_DIR': str(d/'gradio')}
     log = open(d/'server.log', 'w')
     server = subprocess.Popen([shutil.which('unet_fastai_app', path=Path(sys.executable).parent), d/'m'/'model.pkl',
-                               '--port', str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+                               '--port', str(port), '--max-mb', '2', '--concurrency', '2', '--queue', '8'], env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f'http://127.0.0.1:{port}'
     for _ in range(240):
         try: urllib.request.urlopen(base, timeout=5); break
@@ -61,4 +61,22 @@ def test_corrupt_upload_is_said_on_the_page(browser, served, tmp_path):
     wait = upload_and_submit(browser, base, tmp_path/'broken.png')
     text = wait.until(lambda b: 'cannot be decoded' in b.find_element(By.TAG_NAME, 'body').text and b.find_element(By.TAG_NAME, 'body').text)
     assert 'broken.png: cannot be decoded: the file is corrupt or not an image' in text and 'Traceback' not in text
+    assert 'Traceback' not in (d/'server.log').read_text()
+
+def test_concurrent_clients_and_an_oversized_upload(served, tmp_path):
+    "4 clients at once (gradio's client, loopback) are all answered; an upload over --max-mb is refused, saying so; the server lives on"
+    from concurrent.futures import ThreadPoolExecutor
+    from gradio_client import Client, handle_file
+    base, learn, d = served
+    for i in range(4): Image.fromarray(make_scene(20 + i, size=300)[0]).save(tmp_path/f's{i}.png')
+    def ask(path): return Client(base, verbose=False).predict(handle_file(str(path)), api_name='/predict')
+    t = time.time()
+    with ThreadPoolExecutor(4) as ex: answers = list(ex.map(ask, [tmp_path/f's{i}.png' for i in range(4)]))
+    assert time.time() - t < 300 and len(answers) == 4
+    for overlay_path, mask_path in answers: assert np.asarray(Image.open(overlay_path)).shape[:2] == (300, 300)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1200, 1200, 3), dtype=np.uint8)).save(tmp_path/'big.png')  # ~4 MB
+    assert (tmp_path/'big.png').stat().st_size > 2e6
+    with pytest.raises(Exception) as e: ask(tmp_path/'big.png')
+    assert 'size' in str(e.value).lower() or '413' in str(e.value), str(e.value)
+    assert len(ask(tmp_path/'s0.png')) == 2  # alive
     assert 'Traceback' not in (d/'server.log').read_text()

@@ -68,9 +68,13 @@ def unet_fastai_app(model:str, # exported learner (model.pkl) or ONNX model (.on
                     host:str='127.0.0.1', # address to serve on (0.0.0.0: every interface)
                     port:int=7860, # port
                     max_mpx:float=50, # largest upload in megapixels
+                    max_mb:float=100, # largest upload file in megabytes (gradio refuses a larger one before it is stored)
+                    concurrency:int=1, # predictions at once; the others wait in gradio's queue
+                    queue:int=32, # requests that may wait; one more is refused with a message ("the queue is full")
                    ):
-    "Serve a web page that segments uploaded images with a trained U-Net (offline, gradio)"
-    make_app(model, max_mpx).launch(server_name=host, server_port=port, share=False, inbrowser=False)
+    "Serve a web page that segments uploaded images with a trained U-Net (offline, gradio), with bounded uploads and a queue"
+    app = make_app(model, max_mpx).queue(default_concurrency_limit=concurrency, max_size=queue)
+    app.launch(server_name=host, server_port=port, share=False, inbrowser=False, max_file_size=f'{max_mb:g}mb')
 
 def app_cli():
     "Entry point of `unet_fastai_app`"
