@@ -28,9 +28,13 @@ def test_links_and_images_resolve(site):
     (site/'broken.html').unlink()
 
 def test_site_in_a_browser(site, browser, tmp_path):
+    from selenium.webdriver.support.ui import WebDriverWait
     browser.get((site/'index.html').as_uri())
+    pages = len(list(site.glob('*.html')))
+    try: WebDriverWait(browser, 30).until(lambda b: len(b.find_elements('css selector', 'nav a')) > pages)  # once (once, in CI) the list came back empty: the page not yet there
+    except Exception: pass  # the assertion below says what there is
     nav = browser.find_elements('css selector', 'nav a')
-    assert len(nav) == len(list(site.glob('*.html'))) + 1, [a.text for a in nav]  # the title and a link per page
+    assert len(nav) == pages + 1, [a.text for a in nav]  # the title and a link per page
     next(a for a in nav if a.text == '06a_learner').click()
     assert browser.current_url.endswith('06a_learner.html')
     assert 'learner' in browser.find_element('css selector', 'h1').text.lower()

@@ -9,17 +9,20 @@ import numpy as np
 from fastai.vision.all import (DataBlock, ImageBlock, MaskBlock, PILImage, PILMask, IndexSplitter, Resize, Normalize,
                                aug_transforms, imagenet_stats, untar_data, URLs)
 import json, torch
+from fastcore.basics import ifnone
 from fastai.vision.all import TensorImage, TransformBlock, IntToFloatTensor, show_image
 from .masks import NODATA, mask_map
 from .core import BadInputError
+from .cache import ItemCache
+import os
 from .raster import read_array, Raster
 from .geometry import parse_tile_name
 from .preparation import files_by_stem, find_pairs, check_pair
 
 # %% auto #0
-__all__ = ['AUGMENTATIONS', 'ROAD_CODES', 'MaskReader', 'ItemCache', 'MultiBandImage', 'MultiBandBlock', 'band_stats', 'seg_augs',
-           'segmentation_dls', 'scene_of', 'split_by_scene', 'pairs_dls', 'roads_dls', 'read_codes', 'camvid_layout',
-           'camvid_pairs', 'camvid_dls']
+__all__ = ['AUGMENTATIONS', 'ROAD_CODES', 'MaskReader', 'default_workers', 'MultiBandImage', 'MultiBandBlock', 'band_stats',
+           'seg_augs', 'segmentation_dls', 'scene_of', 'split_by_scene', 'pairs_dls', 'roads_dls', 'read_codes',
+           'camvid_layout', 'camvid_pairs', 'camvid_dls']
 
 # %% ../nbs/03_data.ipynb #f07060c8
 class MaskReader:
@@ -27,32 +30,32 @@ class MaskReader:
     def __init__(self, masks:dict, # image path → mask path
                  mmap='identity'): # mask map spec for the stored values
         self.masks, self.mmap = {str(k): Path(v) for k, v in masks.items()}, mask_map(mmap)
-    def __call__(self, img):
+    def source(self, img)->Path:
+        "The mask file of image `img`"
         p = self.masks.get(str(img))
         if p is None: raise BadInputError(f"{img}: no mask paired with this image")
+        return p
+    def __call__(self, img):
+        p = self.source(img)
         return PILMask.create(self.mmap(read_array(p, as_image=False), fname=p))
+    @property
+    def spec(self)->str:
+        "What it makes of a mask file, in words (an `ItemCache`'s spec)"
+        return f"mask {self.mmap.kind} {sorted(self.mmap.table.items())}"
 
-class ItemCache:
-    "fastai `get_x`/`get_y`: what `read` returns for an item, kept in memory after its first read up to `max_mb` in all (later items are read every time); pickled (`learn.export`) empty"
-    def __init__(self, read, # item → decoded image or mask (`PILImage.create`, a `MaskReader`, `MultiBandImage.create`)
-                 max_mb:float=1024, # memory for the kept items, in MiB (0: keep none)
-                ):
-        self.read, self.max_bytes, self.kept, self.nbytes = read, max_mb * 2**20, {}, 0
-    def __call__(self, item):
-        k = str(item)
-        if k in self.kept: return self.kept[k]
-        o = self.read(item)
-        n = o.nbytes if isinstance(o, torch.Tensor) else o.width * o.height * len(o.getbands())
-        if self.nbytes + n <= self.max_bytes: self.kept[k], self.nbytes = o, self.nbytes + n
-        return o
-    def __getstate__(self): return {**self.__dict__, 'kept': {}, 'nbytes': 0}
+def default_workers()->int:
+    "DataLoader workers: none on a CPU (on 2 cores the model needs both); with a GPU the cores of this process's share, less one, at most 8"
+    if not torch.cuda.is_available(): return 0
+    share = len(os.sched_getaffinity(0)) // int(os.environ.get('LOCAL_WORLD_SIZE', 1))
+    return max(0, min(8, share - 1))
+
 
 # %% ../nbs/03_data.ipynb #5f361403
 class MultiBandImage(TensorImage):
     "An image of any number of bands (e.g. RGB + near infrared), a (bands, H, W) uint8 tensor read through `read_array`"
     @classmethod
     def create(cls, fn):
-        if isinstance(fn, torch.Tensor): return cls(fn)  # already read (kept by an `ItemCache`)
+        if isinstance(fn, (torch.Tensor, np.ndarray)): return cls(torch.as_tensor(fn))  # already read (kept by an `ItemCache`)
         a = read_array(fn)
         return cls(torch.from_numpy(np.ascontiguousarray((a[..., None] if a.ndim == 2 else a).transpose(2, 0, 1))))
     def show(self, ctx=None, **kwargs):
@@ -94,12 +97,13 @@ def segmentation_dls(pairs:list, # (image, mask) paths
                      size=None, # resize to (h, w) or size×size; None keeps the stored size
                      bs:int=8, # batch size
                      aug='street', # augmentation, one of `AUGMENTATIONS`
-                     num_workers:int=0, # DataLoader workers (0 is fastest on 2 cores)
+                     num_workers:int=None, # DataLoader workers (default: `default_workers()`, 0 on a CPU)
                      n_bands:int=None, # images of this many bands (`MultiBandImage`, e.g. 4: RGB + NIR); None: RGB
-                     cache_mb:float=1024, # memory for decoded images and masks kept between epochs (`ItemCache`; 0: none; none with workers)
+                     cache_mb:float=4096, # MiB of decoded images and masks kept for every epoch and worker (`ItemCache`, half each; 0: none)
+                     cache_dir=None, # the `ItemCache` folder (default: `cache_folder()`, ~/.cache/unet_fastai/items)
                      **kwargs, # passed to `DataBlock.dataloaders`
                     ):
-    "fastai `DataLoaders` of images and class-index masks; `dls.codes`, `dls.void` and `dls.n_in` tell the classes and bands"
+    "fastai `DataLoaders` of images and class-index masks; `dls.codes`, `dls.void` and `dls.n_in` tell the classes and bands, `dls.caches` the `ItemCache`s"
     bad = [m for m in (check_pair(Path(i).stem, i, k) for i, k in pairs) if m]
     if bad: raise BadInputError('\n'.join(bad))
     if not any(valid) or all(valid): raise BadInputError(f"need both training and validation pairs, got {sum(valid)} of {len(valid)} for validation")
@@ -109,14 +113,17 @@ def segmentation_dls(pairs:list, # (image, mask) paths
             if r.count != n_bands: raise BadInputError(f"{items[0]}: {r.count} band(s), but the images should have {n_bands}")
         if size: raise ValueError("multi-band images are not resized while training: prepare them at the size wanted")
     stats = band_stats([i for i, v in zip(items, valid) if not v]) if n_bands else imagenet_stats
-    mb = cache_mb / 2 if not num_workers else 0  # half for images, half for masks; workers would each keep their own copy for an epoch
+    resize, num_workers = Resize(size) if size else None, ifnone(num_workers, default_workers())
+    cache = lambda read, spec: ItemCache(read, f'{spec} size={size}', resize, cache_dir, cache_mb / 2).fill(items)
+    masks = MaskReader(dict(pairs), mmap)
+    caches = (cache(MultiBandImage.create if n_bands else PILImage.create, 'bands' if n_bands else 'rgb'), cache(masks, masks.spec))
     dblock = DataBlock(blocks=(MultiBandBlock if n_bands else ImageBlock, MaskBlock(list(codes))),
-                       get_x=ItemCache(MultiBandImage.create if n_bands else PILImage.create, mb), get_y=ItemCache(MaskReader(dict(pairs), mmap), mb),
+                       get_x=caches[0], get_y=caches[1],
                        splitter=IndexSplitter([i for i, v in enumerate(valid) if v]),
-                       item_tfms=[Resize(size)] if size else None,
+                       item_tfms=[resize] if size else None,
                        batch_tfms=[*seg_augs(aug), Normalize.from_stats(*stats)])
     dls = dblock.dataloaders(items, bs=bs, num_workers=num_workers, **kwargs)
-    dls.codes, dls.void, dls.n_in = list(codes), void, n_bands or 3
+    dls.codes, dls.void, dls.n_in, dls.caches = list(codes), void, n_bands or 3, caches
     return dls
 
 # %% ../nbs/03_data.ipynb #6ac62b24

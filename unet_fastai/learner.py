@@ -19,8 +19,8 @@ from .metrics import acc_novoid, miou, dice, RelaxedMetric, ValidLoss, n_classes
 from .losses import seg_loss
 
 # %% auto #0
-__all__ = ['PretrainedWeightsError', 'hub_weights_file', 'imagenet_state_dict', 'load_encoder_weights', 'default_metrics',
-           'torchvision_arch', 'CompileModel', 'seg_model', 'seg_learner']
+__all__ = ['PRECISIONS', 'PretrainedWeightsError', 'hub_weights_file', 'imagenet_state_dict', 'load_encoder_weights',
+           'default_metrics', 'torchvision_arch', 'CompileModel', 'seg_model', 'seg_learner']
 
 # %% ../nbs/06a_learner.ipynb #283d902b
 class PretrainedWeightsError(BadInputError):
@@ -83,6 +83,18 @@ def seg_model(n_out:int, arch=resnet34, decoder='lean', state_dict=None, n_in:in
     if decoder == 'lean': return lean_unet(n_out, arch, state_dict, n_in=n_in, init=init)
     raise ValueError(f"decoder={decoder!r}: use 'lean' or 'dynamic'")
 
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+
+def _precision(precision:str)->str:
+    "What `precision` trains in here: 'auto' resolved; mixed precision asked for on a CPU is fp32 (bf16 is 10-200× slower there)"
+    if precision not in PRECISIONS: raise ValueError(f"precision={precision!r}: use one of {', '.join(PRECISIONS)}")
+    gpu = torch.cuda.is_available()
+    if precision == 'auto': return ('bf16' if torch.cuda.is_bf16_supported() else 'fp16') if gpu else 'fp32'
+    if precision != 'fp32' and not gpu:
+        if is_main(): print(f"precision={precision}: ignored on a CPU (it trains in fp32)")
+        return 'fp32'
+    return precision
+
 def seg_learner(dls, # from `segmentation_dls` (has `.codes` and `.void`)
                 arch='resnet34', # torchvision ResNet encoder (function or name), or 'classic' for Ronneberger's U-Net from scratch
                 pretrained:bool=True, # ImageNet encoder weights (from `weights_path` or the hub cache)
@@ -97,7 +109,7 @@ def seg_learner(dls, # from `segmentation_dls` (has `.codes` and `.void`)
                 n_out:int=None, # output channels (default: one per class)
                 path='models', # folder for the model and its files
                 channels_last:bool=True, # train in channels_last memory format
-                mixed_precision:bool=True, # bf16/fp16 on a GPU (CPUs always train in fp32)
+                precision:str='auto', # 'auto' (on a GPU bf16 where it has it, else fp16; a CPU fp32), 'fp32', 'bf16' or 'fp16' (mixed, fastai's `MixedPrecision`)
                 compile:bool=False, # train through torch.compile (on a GPU; ignored on a CPU)
                 **kwargs, # passed to `unet_learner` ('dynamic') or `Learner`
                ):
@@ -121,8 +133,8 @@ def seg_learner(dls, # from `segmentation_dls` (has `.codes` and `.void`)
                         splitter=unet_split, path=path, model_dir='.', **kwargs)
     learn.recorder.loss = ValidLoss()  # the validation loss of the whole set, also on several processes
     if channels_last: learn.add_cb(ChannelsLast())
-    if mixed_precision and torch.cuda.is_available():
-        learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
+    learn.precision = _precision(precision)
+    if learn.precision != 'fp32': learn = learn.to_bf16() if learn.precision == 'bf16' else learn.to_fp16()
     if compile and torch.cuda.is_available(): learn.add_cb(CompileModel())
     elif compile and is_main(): print("compile=True: ignored on a CPU (torch.compile is used on CUDA only)")
     learn.codes, learn.void = dls.codes, dls.void
