@@ -184,7 +184,8 @@ def predict_check(c, work)->dict:
     from fastai.learner import load_learner
     from predict import make_model
     from unet_fastai.raster import Raster
-    from unet_fastai.predict import load_model, predict_geotiff
+    from unet_fastai.loading import load_model
+    from unet_fastai.predict import predict_geotiff
     model = make_model(work/'roads')
     scale = 512 / 1500  # the reference workflow's training scale (bench/predict.py)
     scene = write_scene(work/'scene.tif', c['scene'])

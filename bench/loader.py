@@ -104,7 +104,7 @@ def main(size=(180, 240), bs=8, workers=(0, 1, 2), epochs=2, rounds=2, data=None
         for w, c in configs:
             rate = med((w, c), lambda o: statistics.median(o['rates']))
             print(f"| {w} | {'on' if c else 'off'} | {med((w, c), lambda o: o['build']):.1f} | {rate:.0f} | {rate / base:.2f}× | "
-                  f"{med((w, c), lambda o: o['cache_mb']):.0f} | {med((w, c), lambda o: o['rss_mb']):.0f} / "
+                  f"{med((w, c), lambda o: o['cache_mb']):.0f} | {med((w, c), lambda o: o['rss_mb']):.0f} / " +
                   (f"{med((w, c), lambda o: o['worker_rss_mb']):.0f}" if w else '—') + ' |')
         same = all(same_batch(results[(w, False)][0]['first'], results[(w, True)][0]['first']) for w in workers)
         print(f"first training batch the same with and without the cache, for every worker count: {same}")

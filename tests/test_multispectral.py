@@ -9,7 +9,7 @@ from unet_fastai.synthetic import make_scene
 from unet_fastai.preparation import prepare
 from unet_fastai.train import train_roads
 from unet_fastai.evaluate import evaluate_scenes
-from unet_fastai.predict import load_model
+from unet_fastai.loading import load_model
 
 def write_scenes4(root, seeds, size=384):
     "4-band GeoTIFFs: RGB of one generated scene (its roads are decoys), NIR bright on the true roads of another"

@@ -15,7 +15,7 @@ _API = {'prepare': 'preparation', 'find_pairs': 'preparation', 'write_scenes': '
         'train_segmentation': 'train', 'train_camvid': 'train', 'train_roads': 'train', 'train_pairs': 'train', 'seg_learner': 'learner',
         'train_from_config': 'options', 'lean_unet': 'models', 'classic_unet': 'models', 'train_pennfudan': 'pennfudan',
         'train_pets': 'pets', 'train_dogs': 'pets', 'train_cityscapes': 'cityscapes', 'prepare_cityscapes': 'cityscapes',
-        'train_bsds500': 'bsds500', 'prepare_bsds500': 'bsds500', 'Raster': 'raster', 'load_model': 'predict',
+        'train_bsds500': 'bsds500', 'prepare_bsds500': 'bsds500', 'Raster': 'raster', 'load_model': 'loading',
         'predict_scene': 'predict', 'predict_geotiff': 'predict', 'evaluate_scenes': 'evaluate', 'export_onnx': 'onnx',
         'train_scenes': 'train', 'scenes_dls': 'windows', 'VectorLabels': 'labels', 'mosaic_vrt': 'writers', 'scene_sources': 'raster'}
 

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 import numpy as np
 from .core import run_cli
-from .predict import load_model, check_model, predict_scene, overlay
+from .predict import predict_scene, overlay
+from .loading import load_model, check_model
 
 # %% auto #0
 __all__ = ['segment_fn', 'make_app', 'unet_fastai_app', 'app_cli']

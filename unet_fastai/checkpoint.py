@@ -19,7 +19,7 @@ __all__ = ['CHECKPOINT', 'run_options', 'read_checkpoint', 'seed_training', 'ran
 # %% ../nbs/06b_checkpoint.ipynb #b5e5b749
 CHECKPOINT = 'checkpoint.pth'
 
-_NOT_COMPARED = ('resume', 'out', 'cbs', 'wait')  # what may differ when a run is resumed (cbs: extra callbacks)
+_NOT_COMPARED = ('resume', 'out', 'cbs', 'wait', 'num_workers')  # what may differ when a run is resumed (cbs: extra callbacks)
 
 def _json_name(o): return str(o) if isinstance(o, Path) else getattr(o, '__name__', type(o).__name__)
 

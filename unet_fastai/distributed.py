@@ -42,7 +42,11 @@ def init_distributed()->int:
     return n
 
 def _end_group():
+    "Leave the process group while the interpreter is whole: destroyed, then freed (`gc.collect`), its gloo threads joined"
+    import gc
     if dist.is_initialized(): dist.destroy_process_group()
+    gc.collect()  # a reference cycle would keep it until the interpreter's own last collection, where a gloo thread that
+                  # takes the GIL is ended by CPython mid-C++: std::terminate, SIGABRT (1 run in ~10 of a 2-process predict)
 
 def _collective_device()->torch.device:
     "Where tensors must be for a collective: CUDA for a pure nccl group, else the CPU (gloo, or gloo beside nccl)"

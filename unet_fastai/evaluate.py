@@ -12,7 +12,8 @@ from .core import BadInputError, run_cli, atomic_write
 from .raster import Raster, parse_bands, scene_sources, image_size
 from .labels import VectorLabels, vector_labels
 from .preparation import files_by_stem
-from .predict import predict_scene, load_model, check_model, check_images
+from .predict import predict_scene
+from .loading import load_model, check_model, check_images
 # torch and the metrics are imported in `evaluate_scenes`, so that the command line checks its files first
 
 # %% auto #0

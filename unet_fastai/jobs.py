@@ -14,8 +14,8 @@ from .core import BadInputError, run_cli, atomic_write, remove_temporaries, fold
 from .raster import Raster, parse_bands, scene_sources, scene_stem, image_size
 from .writers import save_image, mosaic_vrt
 from .preparation import source_signature
-from unet_fastai.predict import (predict_scene, predict_geotiff, mask_polygons, overlay, check_model, load_model, check_images,
-    model_bands, TTA)
+from .predict import predict_scene, predict_geotiff, mask_polygons, overlay, model_bands, TTA
+from .loading import check_model, load_model, check_images
 # torch, fastai and the model are imported where they are used, so that the command line checks its files first
 
 # %% auto #0

@@ -4,22 +4,21 @@
 
 # %% ../nbs/07_predict.ipynb #ef3d539c
 from __future__ import annotations
-import json, os, time, warnings
+import json, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
 from contextlib import ExitStack
 from .masks import NODATA
-from .core import BadInputError, file_head, atomic_write
-from .raster import Raster, read_image, image_size
+from .core import BadInputError, atomic_write
+from .raster import Raster, read_image
 from .writers import geotiff_writer, feature_collection
 from .geometry import tile_starts, scaled_shape
 # torch, fastai and the model are imported where they are used, so that the command line checks its files first
 
 # %% auto #0
-__all__ = ['TTA', 'PALETTE', 'PICKLE_NOTE', 'scene_rgb', 'blend_window', 'resize_bilinear', 'tta_fn', 'model_bands',
-           'predict_strips', 'predict_scene', 'predict_geotiff', 'mask_polygons', 'overlay', 'check_model',
-           'load_model', 'check_images']
+__all__ = ['TTA', 'PALETTE', 'scene_rgb', 'blend_window', 'resize_bilinear', 'tta_fn', 'model_bands', 'predict_strips',
+           'predict_scene', 'predict_geotiff', 'mask_polygons', 'overlay']
 
 # %% ../nbs/07_predict.ipynb #e6e2afde
 def scene_rgb(image)->np.ndarray:
@@ -323,43 +322,4 @@ def overlay(img:np.ndarray, mask:np.ndarray, alpha=0.5)->np.ndarray:
     on = (mask > 0) & (mask != NODATA)
     out[on] = (1 - alpha) * out[on] + alpha * col[on]
     return out.astype(np.uint8)
-
-def check_model(model)->Path:
-    "`model` if it looks like a model file (checked without loading torch); else a `BadInputError` saying what it is"
-    p, head = Path(model), file_head(model, 'model file', 'pass the model.pkl written by training (or a .onnx)')
-    if p.suffix.lower() != '.onnx' and head != b'PK\x03\x04':  # `learn.export` writes torch's zip format
-        raise BadInputError(f"{p}: not a model exported by fastai (`learn.export`, the model.pkl of training); pass that file")
-    return p
-
-PICKLE_NOTE = ("a model.pkl is loaded with Python's pickle, which runs the code inside it: load only models you trust "
-               "(or use the .onnx export). This note is shown once.")
-
-def _pickle_note():
-    "fastai's warning about pickle, said once per user (a mark in ~/.cache/unet_fastai) instead of on every load"
-    mark = Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'unet_fastai'/'pickle-note-shown'
-    if mark.exists(): return
-    warnings.warn(PICKLE_NOTE, stacklevel=3)
-    try: mark.parent.mkdir(parents=True, exist_ok=True); mark.touch()
-    except OSError: pass  # a read-only home: shown again next time
-
-def load_model(model):
-    "An exported learner (model.pkl, on the GPU when there is one) or an ONNX model (.onnx, see `export_onnx`)"
-    if check_model(model).suffix.lower() == '.onnx':
-        from unet_fastai.onnx import OnnxSegmenter
-        return OnnxSegmenter(model)
-    import torch
-    from fastai.learner import load_learner
-    _pickle_note()
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='load_learner` uses')
-        return load_learner(model, cpu=not torch.cuda.is_available())
-
-def check_images(files, skip_bad=False)->tuple:
-    "(usable files, messages for bad ones); raises `BadInputError` for bad ones unless `skip_bad`"
-    bad = {}
-    for f in files:
-        try: image_size(f)
-        except BadInputError as e: bad[f] = str(e)
-    if bad and not skip_bad: raise BadInputError('\n'.join(bad.values()))
-    return [f for f in files if f not in bad], list(bad.values())
 

@@ -140,10 +140,11 @@ def train_camvid(path=None, # CamVid folder (SegNet or fastai layout); None down
                  out='models/camvid', # output folder
                  n_train:int=None, # use only the first n_train training pairs
                  n_valid:int=None, # use only the first n_valid validation pairs
+                 num_workers:int=None, # DataLoader workers (default: 0 on a CPU; with a GPU the cores less one, at most 8)
                  **kwargs, # passed to `train_segmentation` (lr, arch, pretrained, ...)
                 ):
     "Train a U-Net on CamVid (11 classes, void ignored); reports accuracy without void and mIoU"
-    dls = camvid_dls(path, size=size, bs=bs, n_train=n_train, n_valid=n_valid)
+    dls = camvid_dls(path, size=size, bs=bs, n_train=n_train, n_valid=n_valid, num_workers=num_workers)
     freeze_epochs = ifnone(freeze_epochs, 2 if kwargs.get('pretrained', True) else 0)
     return train_segmentation(dls, out=out, epochs=epochs, freeze_epochs=freeze_epochs,
                               predict_defaults=whole_frames(size), **kwargs)
@@ -154,10 +155,11 @@ def train_roads(path='data/demo/prepared', # prepared folder (with tiles/) or im
                 out='models/roads', # output folder
                 valid_pct:float=0.2, # share of scenes for validation
                 seed:int=0, # seed of the split into training and validation scenes
+                num_workers:int=None, # DataLoader workers (default: 0 on a CPU; with a GPU the cores less one, at most 8)
                 **kwargs, # passed to `train_segmentation` (epochs, lr, arch, pretrained, ...)
                ):
     "Train a U-Net on road tiles (road/background); reports Dice, mIoU and the relaxed breakeven"
-    dls = roads_dls(path, bs=bs, valid_pct=valid_pct, seed=seed)
+    dls = roads_dls(path, bs=bs, valid_pct=valid_pct, seed=seed, num_workers=num_workers)
     return train_segmentation(dls, out=out, predict_defaults=prepared_scale(path), **kwargs)
 
 @delegates(train_segmentation, but=['predict_defaults'])
@@ -172,11 +174,12 @@ def train_pairs(path, # folder of image/mask pairs: images/ + masks/, sat/ + map
                 out='models/pairs', # output folder
                 valid_pct:float=0.2, # share of the images (by scene) for validation
                 seed:int=0, # seed of the split
+                num_workers:int=None, # DataLoader workers (default: 0 on a CPU; with a GPU the cores less one, at most 8)
                 **kwargs, # passed to `train_segmentation` (epochs, lr, arch, pretrained, ...)
                ):
     "Train a U-Net on any folder of image/mask pairs"
     dls = pairs_dls(path, codes=list(codes), mmap=mask_map, mask_suffix=mask_suffix, void=void, size=size, aug=aug, bs=bs,
-                    valid_pct=valid_pct, seed=seed)
+                    valid_pct=valid_pct, seed=seed, num_workers=num_workers)
     return train_segmentation(dls, out=out, predict_defaults=whole_frames(size) if size else {}, **kwargs)
 
 @delegates(train_segmentation, but=['predict_defaults'])
