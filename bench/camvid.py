@@ -19,8 +19,9 @@ import argparse, contextlib, io, statistics, tempfile, time, warnings
 from pathlib import Path
 from fastai.callback.core import Callback
 from unet_fastai.core import console_progress
-from unet_fastai.train import train_camvid, evaluate, read_history
+from unet_fastai.train.loop import train_camvid, evaluate
 
+from unet_fastai.train.pictures import read_history
 THRESHOLDS = (0.35, 0.45)
 
 class EpochClock(Callback):

@@ -16,27 +16,27 @@ DATA = Path(__file__).resolve().parents[1].parent/'shared'/'data'
 
 def run(name, out):
     from fastai.torch_core import set_seed
-    from unet_fastai.train import read_history
+    from unet_fastai.train.pictures import read_history
     set_seed(0)
     kw = dict(pretrained=False, freeze_epochs=0, out=out/name)
     t = time.perf_counter()
     if name == 'pennfudan':
-        from unet_fastai.pennfudan import train_pennfudan
+        from unet_fastai.datasets.pennfudan import train_pennfudan
         train_pennfudan(DATA/'pennfudan', size=(160, 128), bs=4, epochs=20, lr=2e-3, **kw); key, ref = 'mIoU', 'reference: mIoU/accuracy curves only'
     elif name == 'pets':
-        from unet_fastai.pets import train_pets
+        from unet_fastai.datasets.pets import train_pets
         train_pets(DATA/'oxford_pets', border='ignore', size=128, bs=4, epochs=20, lr=2e-3, **kw); key, ref = 'mIoU', ''
     elif name == 'dogs':
-        from unet_fastai.pets import train_dogs
+        from unet_fastai.datasets.pets import train_dogs
         train_dogs(DATA/'oxford_pets', size=150, bs=4, epochs=25, lr=2e-3, **kw); key, ref = 'dice', 'reference Dice 0.858 (2 epochs, all dogs, pretrained)'
     elif name == 'cityscapes':
-        from unet_fastai.cityscapes import train_cityscapes
+        from unet_fastai.datasets.cityscapes import train_cityscapes
         learn = train_cityscapes(DATA/'cityscapes_pairs', size=(128, 128), bs=8, epochs=8, lr=2e-3, **kw); key, ref = 'mIoU', ''
-        from unet_fastai.train import evaluate
+        from unet_fastai.train.loop import evaluate
         iou = evaluate(learn)['iou']
         print('cityscapes IoU per class: ' + ', '.join(f'{k} {v:.2f}' for k, v in iou.items()), flush=True)
     elif name == 'bsds500':
-        from unet_fastai.bsds500 import prepare_bsds500, train_bsds500
+        from unet_fastai.datasets.bsds500 import prepare_bsds500, train_bsds500
         prepare_bsds500(DATA/'bsds500', out/'bsds_prep', progress=False)
         train_bsds500(out/'bsds_prep', size=160, bs=4, epochs=30, lr=2e-3, **kw); key, ref = 'relaxed_ods2', 'ODS, relaxed rho=2 at half size'
     dt = time.perf_counter() - t

@@ -1,7 +1,7 @@
 """Training on one process against two (DDP over gloo) on this CPU, for the same global batch.
 
 Road tiles of generated scenes, the default U-Net (ResNet34 encoder, lean decoder, channels_last, fp32) trained by
-fastai's Learner inside `unet_fastai.distributed.distributed` exactly as `unet_fastai_train` trains it. Each
+fastai's Learner inside `unet_fastai.train.distributed.distributed` exactly as `unet_fastai_train` trains it. Each
 configuration runs in fresh processes: one process with the global batch (torch's default threads: one per core), and
 `torchrun --nproc_per_node 2` with half the batch each (torchrun gives each process one thread). The runs alternate
 (1, 2, 1, 2, ...); the median seconds per training step (data, forward, backward, gradient all-reduce, optimizer;
@@ -23,9 +23,9 @@ def worker(data, bs, steps, warmup, out):
     warnings.filterwarnings('ignore')
     import torch, torch.distributed as dist
     from fastai.callback.core import Callback, CancelFitException, CancelValidException
-    from unet_fastai.data import roads_dls
-    from unet_fastai.train import seg_learner
-    from unet_fastai.distributed import init_distributed, distributed, is_main
+    from unet_fastai.data.blocks import roads_dls
+    from unet_fastai.train.learner import seg_learner
+    from unet_fastai.train.distributed import init_distributed, distributed, is_main
     n = init_distributed()
     learn = seg_learner(roads_dls(data, bs=bs), pretrained=False, path=Path(out).parent)
     bucket_s = []
@@ -64,8 +64,8 @@ def worker(data, bs, steps, warmup, out):
 
 def main(bs=8, steps=20, rounds=2, warmup=3):
     warnings.filterwarnings('ignore')
-    from unet_fastai.synthetic import write_scenes
-    from unet_fastai.preparation import prepare
+    from unet_fastai.data.synthetic import write_scenes
+    from unet_fastai.data.prepare import prepare
     bin_ = Path(sys.executable).parent
     with tempfile.TemporaryDirectory(prefix='bench_distributed_') as root:
         root = Path(root)

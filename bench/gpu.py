@@ -86,7 +86,7 @@ def steps_callback(steps:int):
 
 def dls_of(data, c, **kwargs):
     from fastai.vision.all import set_seed
-    from unet_fastai.data import camvid_dls
+    from unet_fastai.data.blocks import camvid_dls
     set_seed(0)
     return camvid_dls(data, size=c['size'], bs=c['bs'], aug='street', **kwargs)
 
@@ -94,7 +94,8 @@ def train_mode(data, c, name, work)->dict:
     "`c['steps']` training steps in mode `name`; losses, img/s, validation mIoU"
     import torch
     from fastai.vision.all import set_seed
-    from unet_fastai.train import seg_learner, evaluate
+    from unet_fastai.train.learner import seg_learner
+    from unet_fastai.train.loop import evaluate
     dls = dls_of(data, c)
     set_seed(0)
     learn = seg_learner(dls, pretrained=False, path=work/name, **MODES[name])
@@ -126,7 +127,7 @@ def curve_checks(res:dict)->dict:
 def model_step_rate(data, c, work, n=30)->float:
     "img/s of bf16 + channels_last training steps on one batch kept on the device (no loader)"
     import torch
-    from unet_fastai.train import seg_learner
+    from unet_fastai.train.learner import seg_learner
     learn = seg_learner(dls_of(data, c), pretrained=False, path=work/'step', precision='bf16', channels_last=True)
     xb, yb = learn.dls.one_batch()
     dev = xb.device
@@ -166,7 +167,7 @@ def write_scene(path, size:int, block:int=2000, distinct:int=4):
     import numpy as np, rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
-    from unet_fastai.synthetic import make_scene
+    from unet_fastai.data.synthetic import make_scene
     block = min(block, size)
     blocks = [np.moveaxis(make_scene(i, size=block)[0], -1, 0) for i in range(distinct)]
     with rasterio.open(path, 'w', driver='GTiff', height=size, width=size, count=3, dtype='uint8', crs='EPSG:26986',
@@ -183,9 +184,9 @@ def predict_check(c, work)->dict:
     from rasterio.windows import Window
     from fastai.learner import load_learner
     from predict import make_model
-    from unet_fastai.raster import Raster
-    from unet_fastai.loading import load_model
-    from unet_fastai.predict import predict_geotiff
+    from unet_fastai.io.raster import Raster
+    from unet_fastai.infer.loading import load_model
+    from unet_fastai.infer.predict import predict_geotiff
     model = make_model(work/'roads')
     scale = 512 / 1500  # the reference workflow's training scale (bench/predict.py)
     scene = write_scene(work/'scene.tif', c['scene'])
@@ -215,7 +216,7 @@ def torchrun_check(data, c, work, smoke:bool)->dict:
     import torch
     if torch.cuda.device_count() < 2 and not smoke: return dict(skipped=f"{torch.cuda.device_count()} GPU(s): needs 2")
     script = work/'train.py'
-    script.write_text("from unet_fastai.launch import train_cli\ntrain_cli()\n")
+    script.write_text("from unet_fastai.cli.launch import train_cli\ntrain_cli()\n")
     n = 8 * c['bs'] if not smoke else 4 * c['bs']
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(script), 'camvid', str(data),
            '--out', str(work/'ddp'), '--size', json.dumps(list(c['size'])), '--bs', str(c['bs']), '--n-train', str(n),

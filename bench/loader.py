@@ -7,7 +7,7 @@ resized to --size (the recipe's 180×240 by default), batch --bs, fastai's batch
 runs there). Each configuration runs in a fresh process (its own peak RSS, its workers' included) with a fresh cache
 folder, so its "build" time includes writing the cache; the configurations alternate over --rounds and the median is
 reported, with the ratio against workers 0 without the cache. The batches with and without the cache are the same
-(tested in nbs/03_data.ipynb); this script checks it again for the first batch of each worker count.
+(tested in nbs/10_data.blocks.ipynb); this script checks it again for the first batch of each worker count.
 
     python bench/loader.py [--size 180 240] [--bs 8] [--workers 0 1 2] [--epochs 2] [--rounds 2] [--data DIR]
 """
@@ -48,7 +48,7 @@ import json, re, resource, sys, time, warnings
 warnings.filterwarnings('ignore')
 import torch
 from fastai.vision.all import set_seed
-from unet_fastai.data import camvid_dls
+from unet_fastai.data.blocks import camvid_dls
 data, size, bs, workers, cache, epochs, cache_dir = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == '1', int(sys.argv[6]), sys.argv[7]
 t = time.perf_counter()
 set_seed(0)

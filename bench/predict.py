@@ -30,8 +30,8 @@ import json, re, sys, time, warnings
 warnings.filterwarnings('ignore')
 from pathlib import Path
 from fastai.learner import load_learner
-from unet_fastai.raster import Raster
-from unet_fastai.predict import predict_scene, predict_geotiff
+from unet_fastai.io.raster import Raster
+from unet_fastai.infer.predict import predict_scene, predict_geotiff
 import numpy as np
 model, scene, tile, overlap, bs, scale = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
 def hwm_mb():  # peak RSS of this address space (ru_maxrss would include the parent's peak: Linux keeps it across exec)
@@ -50,10 +50,10 @@ print(json.dumps(dict(s=dt, peak_mb=hwm_mb(), base_mb=base, shape=shape, stats=s
 '''
 
 def make_model(root):
-    from unet_fastai.synthetic import write_scenes
-    from unet_fastai.preparation import prepare
-    from unet_fastai.data import roads_dls
-    from unet_fastai.train import seg_learner
+    from unet_fastai.data.synthetic import write_scenes
+    from unet_fastai.data.prepare import prepare
+    from unet_fastai.data.blocks import roads_dls
+    from unet_fastai.train.learner import seg_learner
     write_scenes(root/'s', n=2, size=256)
     prepare(root/'s', root/'p', size=256, tile=128, workers=0, progress=False)
     learn = seg_learner(roads_dls(root/'p', bs=2), pretrained=False, path=root)
@@ -71,7 +71,7 @@ def write_geotiff(path, size, block=2000):
     import numpy as np, rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
-    from unet_fastai.synthetic import make_scene
+    from unet_fastai.data.synthetic import make_scene
     with rasterio.open(path, 'w', driver='GTiff', height=size, width=size, count=3, dtype='uint8', crs='EPSG:26986',
                        transform=from_origin(230000, 900000, 1, 1), tiled=True, blockxsize=512, blockysize=512) as ds:
         for i, y in enumerate(range(0, size, block)):
@@ -138,8 +138,8 @@ def processes_bench(root, model, procs, n_scenes, scene_size, bs, tile):
 
 def main(sizes=(1500, 6000), geo_sizes=(1500, 20000), rounds=2, bs=8, tile=128, overlap=0, processes=1, n_scenes=6, scene_size=1500):
     warnings.filterwarnings('ignore')
-    from unet_fastai.synthetic import make_scene
-    from unet_fastai.writers import save_image
+    from unet_fastai.data.synthetic import make_scene
+    from unet_fastai.io.writers import save_image
     with tempfile.TemporaryDirectory(prefix='bench_predict_') as root:
         root = Path(root)
         model, scale = make_model(root), 512 / 1500

@@ -1,4 +1,4 @@
-"""Prepare-stage benchmark: `unet_fastai.preparation.prepare` against a naive single-process Pillow loop.
+"""Prepare-stage benchmark: `unet_fastai.data.prepare.prepare` against a naive single-process Pillow loop.
 
 Both get the same generated 1500x1500 TIFF scenes (RGB + 0/255 mask) and make the same outputs: PNG of the scene,
 512x512 resize (LANCZOS image, NEAREST mask), 16 tiles of 128x128, masks mapped 0/255 -> 0/1. Runs alternate
@@ -23,8 +23,8 @@ import argparse, shutil, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from unet_fastai.preparation import prepare
-from unet_fastai.synthetic import write_scenes, write_large_scene
+from unet_fastai.data.prepare import prepare
+from unet_fastai.data.synthetic import write_scenes, write_large_scene
 
 def naive(src, dst, size=512, tile=128):
     "The reference notebooks' loop: one scene at a time, Pillow throughout"
@@ -54,7 +54,7 @@ def same_pixels(a, b):
     tol = lambda f: 1 if 'images' in f.parts else 0
     return fa == fb and all(np.abs(np.asarray(Image.open(a/f)).astype(int) - np.asarray(Image.open(b/f))).max() <= tol(f) for f in fa), len(fa)
 
-PEAK = ("import re, sys, time; from unet_fastai.preparation import prepare; t = time.perf_counter(); "
+PEAK = ("import re, sys, time; from unet_fastai.data.prepare import prepare; t = time.perf_counter(); "
         "prepare(sys.argv[1], sys.argv[2], workers=0, progress=False); "
         "print(time.perf_counter() - t, int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024)")
 

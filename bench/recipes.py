@@ -56,7 +56,7 @@ class CamVid(Spec):
     name, budget, epochs, keys, size = 'camvid', '96×128, bs 8, 4 epochs', 4, ('accuracy', 'mIoU', 'zero'), (96, 128)
     def available(self): return (DATA/'camvid'/'train').is_dir()
     def setup(self):
-        from unet_fastai.data import camvid_pairs, read_codes
+        from unet_fastai.data.blocks import camvid_pairs, read_codes
         self.pairs, _ = camvid_pairs(DATA/'camvid')
         self.codes, self.void = read_codes(DATA/'camvid')
         late = sorted(p[0].stem for p in self.pairs if p[0].stem.startswith('0016E5'))
@@ -65,7 +65,7 @@ class CamVid(Spec):
                       else p[0].stem.split('_')[0] for p in self.pairs}
         return _count(list(self.group.values()))
     def dls(self, valid):
-        from unet_fastai.data import segmentation_dls
+        from unet_fastai.data.blocks import segmentation_dls
         return segmentation_dls(self.pairs, [self.group[i] in valid for i, _ in self.pairs], self.codes, void=self.void,
                                 mmap='identity', size=self.size, bs=8, aug='street')
     def train_opts(self, dls): return {}
@@ -74,7 +74,7 @@ class Cityscapes(CamVid):
     name, budget, epochs, keys, size = 'cityscapes', '128², bs 8, 3 epochs', 3, ('accuracy', 'mIoU', 'zero'), (128, 128)
     def available(self): return (DATA/'cityscapes_pairs'/'train').is_dir()
     def setup(self):
-        from unet_fastai.cityscapes import prepare_cityscapes, CITYSCAPES_CODES, CITYSCAPES_VOID
+        from unet_fastai.datasets.cityscapes import prepare_cityscapes, CITYSCAPES_CODES, CITYSCAPES_VOID
         prep = self.work/'cityscapes'
         prepare_cityscapes(DATA/'cityscapes_pairs', prep, progress=False)
         self.codes, self.void = CITYSCAPES_CODES, CITYSCAPES_VOID
@@ -85,7 +85,7 @@ class Cityscapes(CamVid):
 class Photos(Spec):
     "A folder of photos, one group each, through the task's own `*_dls` (valid_scenes: the fold)"
     def setup(self):
-        from unet_fastai.data import scene_of
+        from unet_fastai.data.blocks import scene_of
         d = self.dls(None)
         return _count([scene_of(p) for p in list(d.train_ds.items) + list(d.valid_ds.items)])
 
@@ -93,22 +93,22 @@ class PennFudan(Photos):
     name, budget, epochs, keys = 'pennfudan', '160×128, bs 4, 15 epochs', 15, ('accuracy', 'mIoU')
     def available(self): return (DATA/'pennfudan'/'PNGImages').is_dir()
     def dls(self, valid):
-        from unet_fastai.pennfudan import pennfudan_dls
+        from unet_fastai.datasets.pennfudan import pennfudan_dls
         return pennfudan_dls(DATA/'pennfudan', bs=4, valid_scenes=valid)
     def train_opts(self, dls):
-        from unet_fastai.metrics import acc_novoid, miou, dice
+        from unet_fastai.train.metrics import acc_novoid, miou, dice
         return dict(metrics=[acc_novoid(2), miou(2), dice()])
 
 class Pets(Photos):
     name, budget, epochs, keys, dogs = 'pets', '128², bs 4, 15 epochs, border ignored', 15, ('accuracy', 'mIoU'), False
     def available(self): return (DATA/'oxford_pets'/'images').is_dir()
     def dls(self, valid):
-        from unet_fastai.pets import pets_dls
+        from unet_fastai.datasets.pets import pets_dls
         return pets_dls(DATA/'oxford_pets', border='ignore' if not self.dogs else 'pet', dogs_only=self.dogs,
                         size=150 if self.dogs else 128, bs=4, valid_scenes=valid)
     def train_opts(self, dls):
-        from unet_fastai.metrics import acc_novoid, miou, dice
-        from unet_fastai.train import BCEDiceLoss
+        from unet_fastai.train.metrics import acc_novoid, miou, dice
+        from unet_fastai.train.losses import BCEDiceLoss
         extra = dict(n_out=1, loss_func=BCEDiceLoss(void=dls.void)) if self.dogs else {}
         return dict(metrics=[acc_novoid(2, dls.void), miou(2, dls.void), dice(dls.void)], monitor='dice', **extra)
 
@@ -119,22 +119,22 @@ class BSDS500(Photos):
     name, budget, epochs, keys, own_loss = 'bsds500', 'half size, crops of 160, bs 4, 30 epochs, 1 channel BCE + Dice', 30, ('ods',), True
     def available(self): return (DATA/'bsds500'/'images').is_dir()
     def setup(self):
-        from unet_fastai.bsds500 import prepare_bsds500
+        from unet_fastai.datasets.bsds500 import prepare_bsds500
         prepare_bsds500(DATA/'bsds500', self.work/'bsds', progress=False)
         return super().setup()
     def dls(self, valid):
-        from unet_fastai.bsds500 import bsds500_dls
+        from unet_fastai.datasets.bsds500 import bsds500_dls
         return bsds500_dls(self.work/'bsds', size=160, bs=4, valid_scenes=valid)
     def train_opts(self, dls):
-        from unet_fastai.metrics import dice, RelaxedMetric
-        from unet_fastai.train import BCEDiceLoss
+        from unet_fastai.train.metrics import dice, RelaxedMetric
+        from unet_fastai.train.losses import BCEDiceLoss
         return dict(n_out=1, loss_func=BCEDiceLoss(), metrics=[dice(), RelaxedMetric(2, stat='ods')], monitor='relaxed_ods2')
 
 class Roads(Photos):
     name, budget, epochs, keys = 'roads', '21 scenes at 2 m/pixel, 128² tiles, bs 8, 8 epochs', 8, ('breakeven', 'road_iou')
     def available(self): return (DATA/'mass_roads_more'/'train'/'sat').is_dir()
     def setup(self):
-        from unet_fastai.preparation import prepare
+        from unet_fastai.data.prepare import prepare
         src = self.work/'roads_scenes'
         for k in ('sat', 'map'):
             (src/k).mkdir(parents=True, exist_ok=True)
@@ -144,7 +144,7 @@ class Roads(Photos):
         prepare(src, self.work/'roads', scale=0.5, tile=128, nodata=255, progress=False)
         return super().setup()
     def dls(self, valid):
-        from unet_fastai.data import roads_dls
+        from unet_fastai.data.blocks import roads_dls
         return roads_dls(self.work/'roads', bs=8, valid_scenes=valid)
     def train_opts(self, dls): return {}
 
@@ -154,14 +154,15 @@ def loss_key(spec, cfg:dict):
     "What a configuration trains with on this data set: configurations with the same key are the same run"
     if spec.own_loss: return 'own loss'
     import inspect
-    from unet_fastai.learner import seg_learner
+    from unet_fastai.train.learner import seg_learner
     p = inspect.signature(seg_learner).parameters
     return (cfg.get('loss', p['loss'].default), cfg.get('class_weights', p['class_weights'].default),
             *sorted((k, str(v)) for k, v in cfg.items() if k not in ('loss', 'class_weights')))
 
 def run_fold(spec, cfg, valid, seed, out, epochs):
     from unet_fastai.core import console_progress
-    from unet_fastai.train import train_segmentation, evaluate, read_history
+    from unet_fastai.train.loop import train_segmentation, evaluate
+    from unet_fastai.train.pictures import read_history
     dls = spec.dls(valid)
     opts = {**spec.train_opts(dls), **({} if spec.own_loss else cfg)}
     t = time.perf_counter()

@@ -56,11 +56,12 @@ def one_run(mode, scale, tile, epochs, bs, lr, loss, class_weights, seed, split_
     "Train the 21 scenes from tiles or from windows (this process alone); its figures"
     import matplotlib; matplotlib.use('Agg')
     from unet_fastai.core import console_progress
-    from unet_fastai.preparation import prepare
-    from unet_fastai.train import train_roads, train_scenes, evaluate, read_history
-    from unet_fastai.data import scene_of
-    from unet_fastai.evaluate import evaluate_scenes
-    from unet_fastai.windows import Window
+    from unet_fastai.data.prepare import prepare
+    from unet_fastai.train.loop import train_roads, train_scenes, evaluate
+    from unet_fastai.train.pictures import read_history
+    from unet_fastai.data.blocks import scene_of
+    from unet_fastai.infer.evaluate import evaluate_scenes
+    from unet_fastai.data.windows import Window
     out = Path(out)
     t0 = time.perf_counter()
     kw = dict(bs=bs, epochs=epochs, lr=lr, pretrained=False, train_seed=seed, seed=split_seed, loss=loss, class_weights=class_weights,
@@ -126,10 +127,11 @@ def main(scale=0.5, tile=128, epochs=36, bs=8, lr=2e-3, loss='ce+dice', class_we
     warnings.filterwarnings('ignore')
     import matplotlib; matplotlib.use('Agg')
     from unet_fastai.core import console_progress
-    from unet_fastai.preparation import prepare
-    from unet_fastai.train import train_roads, evaluate, read_history
-    from unet_fastai.data import scene_of
-    from unet_fastai.evaluate import evaluate_scenes
+    from unet_fastai.data.prepare import prepare
+    from unet_fastai.train.loop import train_roads, evaluate
+    from unet_fastai.train.pictures import read_history
+    from unet_fastai.data.blocks import scene_of
+    from unet_fastai.infer.evaluate import evaluate_scenes
     with (nullcontext(out) if out else tempfile.TemporaryDirectory(prefix='bench_roads_')) as out:
         out = Path(out)
         t0 = time.perf_counter()

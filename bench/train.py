@@ -28,7 +28,7 @@ from torch import nn
 CAMVID = '../shared/data/camvid'
 
 def batches(size, bs, n):
-    from unet_fastai.data import camvid_dls
+    from unet_fastai.data.blocks import camvid_dls
     dls = camvid_dls(CAMVID, size=size, bs=bs, n_train=bs * n, n_valid=bs)
     out = []
     for xb, yb in dls.train: out.append((torch.Tensor(xb).clone(), torch.Tensor(yb).long().clone()))
@@ -70,7 +70,7 @@ def learner_loop(learn, data):
 def speed(size, bs, steps, rounds):
     import segmentation_models_pytorch as smp
     from fastai.callback.progress import ProgressCallback
-    from unet_fastai.train import seg_learner
+    from unet_fastai.train.learner import seg_learner
     torch.manual_seed(0)
     dls, data = batches(size, bs, steps)
     n, void = len(dls.codes), dls.void
@@ -113,8 +113,9 @@ def quality(qsize, bs, epochs, lr, seeds=(0,), configs='acd', same_batches=False
     from fastai.learner import Learner
     from fastai.callback.channelslast import ChannelsLast
     from fastai.torch_core import set_seed
-    from unet_fastai.data import camvid_dls
-    from unet_fastai.train import seg_learner, evaluate, default_metrics
+    from unet_fastai.data.blocks import camvid_dls
+    from unet_fastai.train.learner import seg_learner, default_metrics
+    from unet_fastai.train.loop import evaluate
     dls = camvid_dls(CAMVID, size=qsize, bs=bs)
     def smp_learner(channels_last=False):
         learn = Learner(dls, smp.Unet('resnet34', encoder_weights=None, classes=len(dls.codes)),

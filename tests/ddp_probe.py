@@ -2,7 +2,7 @@
 import json, os
 from pathlib import Path
 from fastai.distributed import DistributedDL
-from unet_fastai.launch import train_cli
+from unet_fastai.cli.launch import train_cli
 
 _get_idxs = DistributedDL.get_idxs
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np, pytest
 from PIL import Image
 from unet_fastai import prepare, train_roads
-from unet_fastai.synthetic import write_scenes, make_scene
+from unet_fastai.data.synthetic import write_scenes, make_scene
 
 @pytest.fixture(scope='module')
 def served(tmp_path_factory):
@@ -42,7 +42,7 @@ def test_upload_shows_the_overlay(browser, served, tmp_path):
     scene = make_scene(7, size=200)[0]
     Image.fromarray(scene).save(tmp_path/'scene.png')
     from selenium.webdriver.common.by import By
-    from unet_fastai.app import segment_fn
+    from unet_fastai.cli.app import segment_fn
     wait = upload_and_submit(browser, base, tmp_path/'scene.png')
     outputs = wait.until(lambda b: [i.get_attribute('src') for i in b.find_elements(By.CSS_SELECTOR, 'img[src*="gradio_api/file="]')
                                     if i.get_attribute('src').endswith('image.png')] or None)  # the outputs, once predicted

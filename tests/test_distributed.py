@@ -2,10 +2,11 @@
 import json, os, signal, socket, subprocess, time
 import numpy as np, pytest, torch
 from conftest import ROOT, BIN, command
-from unet_fastai.synthetic import write_scenes
-from unet_fastai.preparation import prepare
-from unet_fastai.train import read_history, read_checkpoint
+from unet_fastai.data.synthetic import write_scenes
+from unet_fastai.data.prepare import prepare
+from unet_fastai.train.pictures import read_history
 
+from unet_fastai.train.checkpoint import read_checkpoint
 @pytest.fixture(scope='module')
 def tiles(tmp_path_factory):
     "Road tiles of 3 generated 384×384 scenes, 9 a scene: 18 to train on, 9 to validate (odd: 2 shards need a repeat)"
@@ -24,8 +25,9 @@ def run(*args, tmp, env=None):
 
 def one_process_figures(tiles, out, **kwargs):
     "[valid_loss, dice, mIoU, relaxed_be3] of out/best.pth on the validation tiles, evaluated in this one process"
-    from unet_fastai.data import roads_dls
-    from unet_fastai.train import seg_learner, load_weights
+    from unet_fastai.data.blocks import roads_dls
+    from unet_fastai.train.learner import seg_learner
+    from unet_fastai.train.checkpoint import load_weights
     learn = seg_learner(roads_dls(tiles, bs=2), pretrained=False, path=out, **kwargs)
     load_weights(learn, out/'best.pth')
     threads = torch.get_num_threads()
@@ -46,7 +48,7 @@ def test_torchrun_two_processes(tiles, tmp_path):
     assert (cfg['processes'], cfg['bs'], cfg['global_bs']) == (2, 2, 4)
     assert r.stdout.count('roads: 2 processes') == 1 and r.stdout.count('best mIoU') == 1  # one process reports
     # each process trained on its own shard of every epoch, and together on every training tile
-    from unet_fastai.data import roads_dls
+    from unet_fastai.data.blocks import roads_dls
     train = sorted(str(p) for p in roads_dls(tiles, bs=2).train_ds.items)
     shards = [[json.loads(l) for l in (probe/f'rank{k}.jsonl').read_text().splitlines()] for k in (0, 1)]
     assert len(train) == 18 and len(shards[0]) == len(shards[1]) == 2  # an epoch a line
@@ -140,7 +142,7 @@ def test_help_lists_tasks_and_options(tmp_path):
 
 def test_task_help_says_each_default_once():
     "Every option of every task's --help states its default once (`--monitor`'s help says it in words: no second one)"
-    from unet_fastai.launch import TASKS, task_function, task_parser
+    from unet_fastai.cli.launch import TASKS, task_function, task_parser
     for task in TASKS:
         for a in task_parser(task, task_function(task))._actions:
             assert (a.help or '').count('(default') <= 1, (task, a.dest, a.help)
@@ -150,11 +152,11 @@ def test_task_help_says_each_default_once():
 def test_every_command_help_says_each_default_once():
     "The other commands' --help (fastcore's parser over their docments) state each default once too"
     from fastcore.script import anno_parser
-    from unet_fastai.preparation import unet_fastai_prepare
-    from unet_fastai.jobs import unet_fastai_predict
-    from unet_fastai.evaluate import unet_fastai_evaluate
-    from unet_fastai.app import unet_fastai_app
-    from unet_fastai.demo import unet_fastai_demo
+    from unet_fastai.data.prepare import unet_fastai_prepare
+    from unet_fastai.infer.jobs import unet_fastai_predict
+    from unet_fastai.infer.evaluate import unet_fastai_evaluate
+    from unet_fastai.cli.app import unet_fastai_app
+    from unet_fastai.cli.demo import unet_fastai_demo
     for f in (unet_fastai_prepare, unet_fastai_predict, unet_fastai_evaluate, unet_fastai_app, unet_fastai_demo):
         for a in anno_parser(f)._actions:
             assert (a.help or '').count('(default') <= 1, (f.__name__, a.dest, a.help)

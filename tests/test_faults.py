@@ -4,8 +4,8 @@ from contextlib import contextmanager
 import numpy as np, pytest
 from PIL import Image
 from conftest import command
-from unet_fastai.synthetic import write_scenes
-from unet_fastai.preparation import prepare
+from unet_fastai.data.synthetic import write_scenes
+from unet_fastai.data.prepare import prepare
 
 @contextmanager
 def tmpfs(path, size:str, ro=False):
@@ -39,7 +39,7 @@ def test_read_only_folder(tmp_path):
             f"error: cannot write {dst/'out'}: the file system is read-only; choose a folder you can write to, or fix its permissions"], r.stderr[-2000:]
 
 def test_training_out_of_space_keeps_the_last_checkpoint(tmp_path):
-    from unet_fastai.train import read_checkpoint
+    from unet_fastai.train.checkpoint import read_checkpoint
     write_scenes(tmp_path/'scenes', n=3, size=384, seed=2)
     prepare(tmp_path/'scenes', tmp_path/'prep', size=384, tile=128, workers=0, progress=False)
     args = (command('unet_fastai_train'), 'roads', tmp_path/'prep', '--bs', 2, '--freeze-epochs', 0, '--lr', 2e-3,

@@ -4,9 +4,9 @@ import functools, json, subprocess, threading
 from http.server import ThreadingHTTPServer
 import numpy as np, pytest
 from conftest import command
-from unet_fastai.raster import Raster
-from unet_fastai.writers import mosaic_vrt
-from unet_fastai.labels import vector_labels
+from unet_fastai.io.raster import Raster
+from unet_fastai.io.writers import mosaic_vrt
+from unet_fastai.io.labels import vector_labels
 
 X0, Y0, SIDE, BUFFER = 230000., 900000., 512, 4.  # two 512 × 512 m scenes side by side, 1 m a pixel; roads 8 m wide
 

@@ -2,9 +2,9 @@
 import json, os, subprocess, time
 import numpy as np, pytest
 from conftest import ROOT, BIN, command
-from unet_fastai.synthetic import make_scene, write_scenes
-from unet_fastai.preparation import prepare
-from unet_fastai.train import train_roads
+from unet_fastai.data.synthetic import make_scene, write_scenes
+from unet_fastai.data.prepare import prepare
+from unet_fastai.train.loop import train_roads
 
 SIZES = [(700, 500), (600, 600), (400, 900), (300, 300), (800, 450)]  # (h, w) of 5 scenes, of different sizes
 

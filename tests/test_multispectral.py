@@ -5,11 +5,11 @@ from pathlib import Path
 from PIL import Image
 from rasterio.transform import from_origin
 from conftest import command
-from unet_fastai.synthetic import make_scene
-from unet_fastai.preparation import prepare
-from unet_fastai.train import train_roads
-from unet_fastai.evaluate import evaluate_scenes
-from unet_fastai.loading import load_model
+from unet_fastai.data.synthetic import make_scene
+from unet_fastai.data.prepare import prepare
+from unet_fastai.train.loop import train_roads
+from unet_fastai.infer.evaluate import evaluate_scenes
+from unet_fastai.infer.loading import load_model
 
 def write_scenes4(root, seeds, size=384):
     "4-band GeoTIFFs: RGB of one generated scene (its roads are decoys), NIR bright on the true roads of another"
@@ -49,7 +49,7 @@ def test_nir_band_is_learnt(models):
 
 def test_nir_geotiff_prediction_and_onnx(models, tmp_path):
     "The CLI reads the bands the model was trained on; the ONNX export of a 4-band model predicts the same"
-    from unet_fastai.onnx import export_onnx
+    from unet_fastai.infer.onnx import export_onnx
     d, m = models
     scene = d/'test'/'images'/'s50.tif'
     warnings.filterwarnings('ignore')

@@ -3,9 +3,9 @@ import json, os, subprocess, sys, time, warnings
 import numpy as np, pytest, torch
 from PIL import Image
 from conftest import shared, command
-from unet_fastai.synthetic import write_scenes
-from unet_fastai.preparation import prepare
-from unet_fastai.train import train_roads
+from unet_fastai.data.synthetic import write_scenes
+from unet_fastai.data.prepare import prepare
+from unet_fastai.train.loop import train_roads
 
 @pytest.fixture(scope='module')
 def model(tmp_path_factory):
@@ -40,7 +40,7 @@ def test_evaluate_real_scenes(model, tmp_path):
 
 def test_onnx_same_masks_on_real_scene(model, tmp_path):
     from fastai.learner import load_learner
-    from unet_fastai.onnx import export_onnx
+    from unet_fastai.infer.onnx import export_onnx
     warnings.filterwarnings('ignore', category=torch.jit.TracerWarning)
     export_onnx(load_learner(model), tmp_path/'m.onnx')
     sat = shared('mass_roads')/'train'/'sat'

@@ -4,9 +4,11 @@ from pathlib import Path
 import numpy as np, pytest, tifffile
 from PIL import Image
 from conftest import shared, command
-from unet_fastai.core import NODATA, to_uint8
-from unet_fastai.preparation import prepare, assemble_tiles, read_tiles, parse_tile_name
-from unet_fastai.synthetic import write_scenes, write_large_scene
+from unet_fastai.io.masks import NODATA
+from unet_fastai.io.raster import to_uint8
+from unet_fastai.data.prepare import prepare, read_tiles
+from unet_fastai.io.geometry import assemble_tiles, parse_tile_name
+from unet_fastai.data.synthetic import write_scenes, write_large_scene
 
 def load(p): return np.asarray(Image.open(p))
 
@@ -148,7 +150,7 @@ def test_kill_then_rerun(tmp_path):
     assert files == sorted(p.relative_to(out) for p in out.rglob('*.png'))
     assert all((load(ref/f) == load(out/f)).all() for f in files)
 
-PEAK = ("import re, sys; import unet_fastai.raster as r; r.GDAL_CACHE = 16 << 20; from unet_fastai.preparation import prepare; "
+PEAK = ("import re, sys; import unet_fastai.io.raster as r; r.GDAL_CACHE = 16 << 20; from unet_fastai.data.prepare import prepare; "
         "prepare(sys.argv[1], sys.argv[2], size=0, scale=0.25, workers=0, progress=False); "
         "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) * 1024)")  # peak RSS of this process
 

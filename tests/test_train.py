@@ -2,8 +2,9 @@
 import subprocess, sys
 import numpy as np, pytest
 from conftest import shared
-from unet_fastai.train import train_camvid, read_history, evaluate
+from unet_fastai.train.loop import train_camvid, evaluate
 
+from unet_fastai.train.pictures import read_history
 @pytest.fixture(scope='module')
 def camvid_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('camvid')
@@ -21,7 +22,7 @@ def test_loss_falls_and_metrics_finite(camvid_run):
     for f in ('best.pth', 'model.pkl', 'curves.png', 'predictions.png'): assert (out/f).is_file()
 
 def test_predict_scene_resizes_like_training(camvid_run):
-    from unet_fastai.predict import predict_scene
+    from unet_fastai.infer.predict import predict_scene
     learn, _ = camvid_run
     assert learn.predict_defaults == {'size': (64, 96), 'tile': 0}
     img = learn.dls.valid_ds.items[0]

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT/'nbs'
 
 def notebooks(nbs=NBS)->list:
-    "The notebooks in the README's order: the index first, then by their numbers"
-    return sorted(nbs.glob('*.ipynb'), key=lambda p: (p.stem != 'index', p.name))
+    "The notebooks in the reader's order: the index, the guides, then the modules' notebooks in the pipeline's order"
+    return sorted(nbs.glob('*.ipynb'), key=lambda p: (p.stem != 'index', p.stem[:2].isdigit(), p.name))
 
 def _directives(src:str)->tuple:
     "(nbdev directives of a cell's first lines, the source without them)"
@@ -39,7 +39,7 @@ def _api(src:str, module)->str:
     return '\n\n'.join(out)
 
 def _link_notebooks(md:str, stems:set)->str:
-    "`06a_learner` (a notebook's name in backticks) becomes a link to its page"
+    "`16_train.learner` (a notebook's name in backticks) becomes a link to its page"
     return re.sub(r'(?<!\[)`(\w+)`', lambda m: f'[`{m[1]}`]({m[1]}.html)' if m[1] in stems else m[0], md)
 
 def page(path:Path, stems:set):
@@ -59,11 +59,33 @@ def page(path:Path, stems:set):
     nb.cells = cells
     return nb
 
+STAGES = {'core': 'Foundations', 'workers': 'Foundations', 'io': 'Reading and writing', 'data': 'Data',
+          'train': 'Training', 'infer': 'Using a model', 'datasets': 'Reference data sets', 'cli': 'Command line',
+          'all': 'Foundations'}
+
+def stage(p:Path)->str:
+    "The stage a page belongs to: its module's subpackage (`16_train.learner` → Training); pages without a module are guides"
+    name = p.stem.split('_', 1)[-1]
+    return STAGES.get(name.split('.')[0], 'Guides') if p.stem[:2].isdigit() else 'Guides'
+
+def title(p:Path)->str:
+    "A notebook's title: its first markdown heading, else its name"
+    import nbformat
+    for c in nbformat.read(p, as_version=4).cells:
+        if c.cell_type == 'markdown' and (m := re.match(r'#\s+(.+)', c.source)): return m[1].strip()
+    return p.stem
+
 def _nav(pages:list, current:str)->str:
-    items = ''.join(f'<li{" class=current" if p.stem == current else ""}><a href="{p.stem}.html">{html.escape(p.stem)}</a></li>' for p in pages)
-    return ('<nav style="position:fixed;left:0;top:0;bottom:0;width:13em;overflow:auto;padding:1em;font:14px sans-serif;'
-            'background:#f6f6f6;border-right:1px solid #ddd"><b><a href="index.html">unet_fastai</a></b><ul style="padding-left:1em">'
-            f'{items}</ul></nav><div style="margin-left:15em">')
+    "The side bar: every page by its title, grouped by stage in the pipeline's order"
+    groups = {}
+    for p in pages:
+        if p.stem != 'index': groups.setdefault(stage(p), []).append(p)
+    items = ''.join(f'<li style="list-style:none;margin-top:.6em"><b>{html.escape(g)}</b><ul style="padding-left:1em">' +
+                    ''.join(f'<li{" class=current" if p.stem == current else ""}><a href="{p.stem}.html" title="{p.stem}">'
+                            f'{html.escape(title(p))}</a></li>' for p in ps) + '</ul></li>' for g, ps in groups.items())
+    return ('<nav style="position:fixed;left:0;top:0;bottom:0;width:15em;overflow:auto;padding:1em;font:14px sans-serif;'
+            'background:#f6f6f6;border-right:1px solid #ddd"><b><a href="index.html">unet_fastai</a></b><ul style="padding-left:0">'
+            f'{items}</ul></nav><div style="margin-left:17em">')
 
 def build(out=ROOT/'_docs', nbs=NBS)->Path:
     "Write the site to `out`: index.html and a page per notebook, the images beside them"
@@ -73,7 +95,7 @@ def build(out=ROOT/'_docs', nbs=NBS)->Path:
     if out.exists(): shutil.rmtree(out)
     out.mkdir(parents=True)
     if (nbs/'images').is_dir(): shutil.copytree(nbs/'images', out/'images')
-    exporter = HTMLExporter(template_name='lab')
+    exporter = HTMLExporter(template_name='lab', exclude_input_prompt=True, exclude_output_prompt=True)
     for p in pages:
         body, _ = exporter.from_notebook_node(page(p, stems))
         body = re.sub(r'(<body[^>]*>)', lambda m: m[1] + _nav(pages, p.stem), body, count=1).replace('</body>', '</div></body>')

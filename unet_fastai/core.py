@@ -10,8 +10,8 @@ from pathlib import Path
 from fastcore.script import anno_parser
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'LOCK', 'MOVED_TO', 'BadInputError', 'is_image_file', 'file_head', 'WriteError', 'write_error',
-           'atomic_write', 'remove_temporaries', 'folder_lock', 'console_progress', 'run_cli']
+__all__ = ['IMAGE_EXTS', 'LOCK', 'BadInputError', 'is_image_file', 'file_head', 'WriteError', 'write_error', 'atomic_write',
+           'remove_temporaries', 'folder_lock', 'console_progress', 'run_cli']
 
 # %% ../nbs/00_core.ipynb #790452f5
 IMAGE_EXTS = ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.jp2', '.vrt')
@@ -150,14 +150,3 @@ def run_cli(func, # function whose docmented parameters are the command's argume
         print(f'{func.__name__}: interrupted; files already finished are kept', file=sys.stderr)
         sys.exit(130)
     finally: warnings.showwarning = show
-
-# %% ../nbs/00_core.ipynb #f0b6502a
-MOVED_TO = ('raster', 'masks', 'writers')  # the modules this one was split into
-
-def __getattr__(name):
-    "A name that moved to one of `MOVED_TO`, imported from there on first use"
-    import importlib
-    for m in MOVED_TO:
-        mod = importlib.import_module(f'unet_fastai.{m}')
-        if name in mod.__all__: return getattr(mod, name)
-    raise AttributeError(f"module 'unet_fastai.core' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"The command line: the training launcher, the web demo and the demo job."
