@@ -216,7 +216,7 @@ def torchrun_check(data, c, work, smoke:bool)->dict:
     import torch
     if torch.cuda.device_count() < 2 and not smoke: return dict(skipped=f"{torch.cuda.device_count()} GPU(s): needs 2")
     script = work/'train.py'
-    script.write_text("from unet_fastai.cli.launch import train_cli\ntrain_cli()\n")
+    script.write_text("from unet_fastai.cli.main import unet_fastai_train\nunet_fastai_train()\n")
     n = 8 * c['bs'] if not smoke else 4 * c['bs']
     cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(script), 'camvid', str(data),
            '--out', str(work/'ddp'), '--size', json.dumps(list(c['size'])), '--bs', str(c['bs']), '--n-train', str(n),

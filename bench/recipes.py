@@ -67,7 +67,7 @@ class CamVid(Spec):
     def dls(self, valid):
         from unet_fastai.data.blocks import segmentation_dls
         return segmentation_dls(self.pairs, [self.group[i] in valid for i, _ in self.pairs], self.codes, void=self.void,
-                                mmap='identity', size=self.size, bs=8, aug='street')
+                                mask_map='identity', size=self.size, bs=8, aug='street')
     def train_opts(self, dls): return {}
 
 class Cityscapes(CamVid):

@@ -2,7 +2,7 @@
 import json, os
 from pathlib import Path
 from fastai.distributed import DistributedDL
-from unet_fastai.cli.launch import train_cli
+from unet_fastai.cli.main import unet_fastai_train
 
 _get_idxs = DistributedDL.get_idxs
 
@@ -16,4 +16,4 @@ def get_idxs(self):
     return idxs
 
 DistributedDL.get_idxs = get_idxs
-train_cli()
+unet_fastai_train()

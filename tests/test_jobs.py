@@ -1,4 +1,4 @@
-"Prediction at scale: unet_fastai_predict and unet_fastai_evaluate under torchrun (2 CPU processes) share the scenes, a killed run resumes"
+"Prediction at scale: predict_scenes and evaluate_model under torchrun (2 CPU processes) share the scenes, a killed run resumes"
 import json, os, subprocess, time
 import numpy as np, pytest
 from conftest import ROOT, BIN, command

@@ -4,14 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #a8fa2ed7
 from __future__ import annotations
-import os, re, sys, tempfile, time, warnings
+import os, sys, tempfile, time
 from contextlib import contextmanager
 from pathlib import Path
-from fastcore.script import anno_parser
+
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'LOCK', 'BadInputError', 'is_image_file', 'file_head', 'WriteError', 'write_error', 'atomic_write',
-           'remove_temporaries', 'folder_lock', 'console_progress', 'run_cli']
+           'remove_temporaries', 'folder_lock', 'console_progress']
 
 # %% ../nbs/00_core.ipynb #790452f5
 IMAGE_EXTS = ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.jp2', '.vrt')
@@ -130,23 +130,4 @@ def console_progress(show:bool=None, # draw the bars (default: stderr is a termi
     finally:
         (fp.NO_BAR, fp.WRITER_FN, fp.print_and_maybe_save), _ = saved, fp.__dict__.pop('print', None)
 
-def run_cli(func, # function whose docmented parameters are the command's arguments
-            argv=None, # arguments (default: `sys.argv[1:]`)
-           ):
-    "Run `func` as a command line program: bad input and Ctrl-C are one line each on stderr, warnings too"
-    argv = sys.argv[1:] if argv is None else argv
-    argv = [re.sub(r'^--([\w-]+)', lambda m: '--' + m[1].replace('-', '_'), a) for a in argv]
-    args = vars(anno_parser(func, prog=func.__name__).parse_args(argv))
-    args.pop('pdb', None); args.pop('xtra', None)
-    show = warnings.showwarning
-    warnings.showwarning = lambda msg, *a, **k: print(f'warning: {msg}', file=sys.stderr)
-    try:
-        with console_progress(): return func(**args)
-    except (BadInputError, OSError) as e:
-        if isinstance(e, OSError) and not (e := write_error(e.filename or '', e)): raise  # a full disk, a denied or read-only folder: one line
-        for line in str(e).splitlines(): print(f'error: {line}', file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print(f'{func.__name__}: interrupted; files already finished are kept', file=sys.stderr)
-        sys.exit(130)
-    finally: warnings.showwarning = show
+

@@ -11,7 +11,7 @@ from fastai.vision.all import (DataBlock, ImageBlock, MaskBlock, PILImage, PILMa
 import json, torch
 from fastcore.basics import ifnone
 from fastai.vision.all import TensorImage, TransformBlock, IntToFloatTensor, show_image
-from ..io.masks import NODATA, mask_map
+from ..io.masks import NODATA, parse_mask_map
 from ..core import BadInputError
 from .cache import ItemCache
 import os
@@ -28,8 +28,8 @@ __all__ = ['AUGMENTATIONS', 'ROAD_CODES', 'MaskReader', 'default_workers', 'Mult
 class MaskReader:
     "fastai `get_y`: the mask of an image file as a `PILMask` of class indices, read through a `MaskMap`"
     def __init__(self, masks:dict, # image path → mask path
-                 mmap='identity'): # mask map spec for the stored values
-        self.masks, self.mmap = {str(k): Path(v) for k, v in masks.items()}, mask_map(mmap)
+                 mask_map='identity'): # mask map spec for the stored values
+        self.masks, self.mask_map = {str(k): Path(v) for k, v in masks.items()}, parse_mask_map(mask_map)
     def source(self, img)->Path:
         "The mask file of image `img`"
         p = self.masks.get(str(img))
@@ -37,11 +37,11 @@ class MaskReader:
         return p
     def __call__(self, img):
         p = self.source(img)
-        return PILMask.create(self.mmap(read_array(p, as_image=False), fname=p))
+        return PILMask.create(self.mask_map(read_array(p, as_image=False), fname=p))
     @property
     def spec(self)->str:
         "What it makes of a mask file, in words (an `ItemCache`'s spec)"
-        return f"mask {self.mmap.kind} {sorted(self.mmap.table.items())}"
+        return f"mask {self.mask_map.kind} {sorted(self.mask_map.table.items())}"
 
 def default_workers()->int:
     "DataLoader workers: none on a CPU (on 2 cores the model needs both); with a GPU the cores of this process's share, less one, at most 8"
@@ -93,7 +93,7 @@ def segmentation_dls(pairs:list, # (image, mask) paths
                      valid:list, # for each pair: is it in the validation set?
                      codes:list, # class names; index = class
                      void:int=None, # class index ignored by loss and metrics (e.g. CamVid's void), or None
-                     mmap='identity', # how stored mask values become classes (see `mask_map`)
+                     mask_map='identity', # how stored mask values become classes (see `parse_mask_map`)
                      size=None, # resize to (h, w) or size×size; None keeps the stored size
                      bs:int=8, # batch size
                      aug='street', # augmentation, one of `AUGMENTATIONS`
@@ -115,7 +115,7 @@ def segmentation_dls(pairs:list, # (image, mask) paths
     stats = band_stats([i for i, v in zip(items, valid) if not v]) if n_bands else imagenet_stats
     resize, num_workers = Resize(size) if size else None, ifnone(num_workers, default_workers())
     cache = lambda read, spec: ItemCache(read, f'{spec} size={size}', resize, cache_dir, cache_mb / 2).fill(items)
-    masks = MaskReader(dict(pairs), mmap)
+    masks = MaskReader(dict(pairs), mask_map)
     caches = (cache(MultiBandImage.create if n_bands else PILImage.create, 'bands' if n_bands else 'rgb'), cache(masks, masks.spec))
     dblock = DataBlock(blocks=(MultiBandBlock if n_bands else ImageBlock, MaskBlock(list(codes))),
                        get_x=caches[0], get_y=caches[1],
@@ -147,7 +147,7 @@ def split_by_scene(paths:list, valid_pct=0.2, seed=0,
 
 def pairs_dls(path, # folder with images/ + masks/ or sat/ + map/
               codes=('background', 'foreground'), # class names
-              mmap='binary', # stored mask values → classes (see `mask_map`)
+              mask_map='binary', # stored mask values → classes (see `parse_mask_map`)
               mask_suffix='', # masks are named <stem><mask_suffix>
               valid_pct=0.2, # share of scenes for validation
               seed=0, # split seed
@@ -161,7 +161,7 @@ def pairs_dls(path, # folder with images/ + masks/ or sat/ + map/
     if any(m is None for _, _, m in pairs): raise BadInputError(f"{path}: images without a masks folder; training needs masks")
     pairs = [(i, m) for s, i, m in pairs if keep is None or keep(s)]
     if not pairs: raise BadInputError(f"{path}: no pair is left after the `keep` filter")
-    return segmentation_dls(pairs, split_by_scene([i for i, _ in pairs], valid_pct, seed, valid_scenes), codes, void=void, mmap=mmap, **kwargs)
+    return segmentation_dls(pairs, split_by_scene([i for i, _ in pairs], valid_pct, seed, valid_scenes), codes, void=void, mask_map=mask_map, **kwargs)
 
 # %% ../../nbs/10_data.blocks.ipynb #74cf1610
 ROAD_CODES = ['background', 'road']
@@ -175,7 +175,7 @@ def roads_dls(path, # prepared folder (with tiles/) or a folder with images/ + m
     if bands and len(bands) not in (1, 3): kwargs.setdefault('n_bands', len(bands))
     if (path/'tiles').is_dir(): path = path/'tiles'
     nodata = info.get('nodata') is not None  # then the masks are NODATA where there is no imagery: void
-    return pairs_dls(path, codes=ROAD_CODES, mmap={0: 0, 1: 1, NODATA: NODATA} if nodata else 'binary', void=NODATA if nodata else None,
+    return pairs_dls(path, codes=ROAD_CODES, mask_map={0: 0, 1: 1, NODATA: NODATA} if nodata else 'binary', void=NODATA if nodata else None,
                      bs=bs, aug=aug, **kwargs)
 
 # %% ../../nbs/10_data.blocks.ipynb #f5516317
@@ -223,5 +223,5 @@ def camvid_dls(path=None, # CamVid folder in either layout; None downloads fasta
     pairs, valid = camvid_pairs(path)
     tr = [p for p, v in zip(pairs, valid) if not v][:n_train]
     va = [p for p, v in zip(pairs, valid) if v][:n_valid]
-    return segmentation_dls(tr + va, [False] * len(tr) + [True] * len(va), codes, void=void, mmap='identity',
+    return segmentation_dls(tr + va, [False] * len(tr) + [True] * len(va), codes, void=void, mask_map='identity',
                             size=size, bs=bs, aug=aug, **kwargs)

@@ -9,9 +9,9 @@ from contextlib import ExitStack, nullcontext
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from ..core import BadInputError, WriteError, atomic_write, folder_lock, is_image_file, remove_temporaries, run_cli
+from ..core import BadInputError, WriteError, atomic_write, folder_lock, is_image_file, remove_temporaries
 from ..io.geometry import StripTiler, parse_tile_name, scaled_shape, tile_name, tile_starts
-from ..io.masks import MaskMap, NODATA, mask_map
+from ..io.masks import MaskMap, NODATA, parse_mask_map
 from ..io.raster import Raster, SCALE16, as_source, image_size, is_url, parse_bands, scene_sources, scene_stem
 from ..io.writers import feature_collection, image_path, image_writer, save_image
 from ..workers import run_parallel
@@ -20,8 +20,7 @@ from ..io.labels import vector_labels
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'STRIP_ROWS', 'files_by_stem', 'find_pairs', 'read_tiles', 'resize_warning', 'row_strips', 'nearest_index',
-           'nearest_rows', 'scene_strips', 'source_signature', 'tile_index', 'prepare_scene', 'check_pair', 'prepare',
-           'unet_fastai_prepare', 'prepare_cli']
+           'nearest_rows', 'scene_strips', 'source_signature', 'tile_index', 'prepare_scene', 'check_pair', 'prepare']
 
 # %% ../../nbs/08_data.prepare.ipynb #edd3fa68
 LAYOUTS = (('images', 'masks'), ('sat', 'map'), ('PNGImages', 'PedMasks'), ('images', 'annotations/trimaps'))
@@ -94,23 +93,23 @@ def nearest_rows(read, # read(slice) → those rows of the scene as it is
     iy, ix = nearest_index(out[0], shape[0])[rows], nearest_index(out[1], shape[1])
     return read(slice(int(iy[0]), int(iy[-1]) + 1))[iy - iy[0]][:, ix]
 
-def _mask_rows(msk:Raster, mmap:MaskMap):
+def _mask_rows(msk:Raster, mask_map:MaskMap):
     "read(slice) → class indices of those rows of mask `msk`"
     def read(rows):
         a = msk.read(rows, all_bands=True)
-        return mmap(a[..., 0] if a.shape[-1] == 1 else a, fname=msk.name)
+        return mask_map(a[..., 0] if a.shape[-1] == 1 else a, fname=msk.name)
     return read
 
 def scene_strips(img:Raster, # the scene
                  msk:Raster, # its mask, or None
-                 mmap:MaskMap, # mask values → classes
+                 mask_map:MaskMap, # mask values → classes
                  out:tuple, # (h, w) to rescale to
                 ):
     "Yield {'images': LANCZOS rows (rows, w, bands), 'masks': class rows (`NODATA` outside the imagery), 'valid': imagery flags} of the rescaled scene, top to bottom"
     shape = img.height, img.width
     for rows in row_strips(out[0], shape[0]):
         got = {'images': img.scaled(rows, *out)}
-        if msk is not None: got['masks'] = nearest_rows(_mask_rows(msk, mmap), rows, shape, out)
+        if msk is not None: got['masks'] = nearest_rows(_mask_rows(msk, mask_map), rows, shape, out)
         if img.has_nodata: got['valid'] = nearest_rows(img.valid, rows, shape, out)
         if img.has_nodata and msk is not None: got['masks'][~got['valid']] = NODATA  # no imagery: void, not background
         yield got
@@ -129,7 +128,7 @@ def _save_tiles(cut:dict, dst, stem, written:list):
         for k in ('images', 'masks'):
             if k in cut: written.append(save_image(cut[k][yx], dst/'tiles'/k/tile_name(stem, *yx)))
 
-def _write_scene(img, msk, mmap, stem, dst, out, kinds:dict, resized, tile, overlap, written:list):
+def _write_scene(img, msk, mask_map, stem, dst, out, kinds:dict, resized, tile, overlap, written:list):
     "Stream the scene into png/ (as it is), resized/ (at `out`) and tiles/, appending each file written to `written`"
     passes = {(img.height, img.width): ['png']}  # one pass over the scene for each size written
     passes.setdefault(out, []).extend(['resized'] * resized)
@@ -137,7 +136,7 @@ def _write_scene(img, msk, mmap, stem, dst, out, kinds:dict, resized, tile, over
         tilers = {} if tile and at == out else None
         with ExitStack() as stack:
             ws = {(f, k): stack.enter_context(image_writer(dst/f/k/f'{stem}.png', *at, b)) for f in folders for k, b in kinds.items()}
-            for got in scene_strips(img, msk, mmap, at):
+            for got in scene_strips(img, msk, mask_map, at):
                 for (f, k), w in ws.items(): w.write(got[k])
                 if tilers is not None:
                     _save_tiles({k: tilers.setdefault(k, StripTiler(*at, tile, overlap)).add(a) for k, a in got.items()}, dst, stem, written)
@@ -174,19 +173,19 @@ def prepare_scene(stem:str, # output name
                   size:int=512, # rescale so that the longer side is `size` (aspect ratio kept; 0/None: keep)
                   tile:int=128, # tile size (0/None: no tiles)
                   overlap:int=0, # tile overlap in pixels
-                  mmap='binary', # mask map spec, see `mask_map`
+                  mask_map='binary', # mask map spec, see `parse_mask_map`
                   scale16='full', # 16-bit rule, see `to_uint8`
                   bands:list=None, # image bands, numbered from 1 (default: the first three)
                   nodata=None, # pixel value that marks no-data where every band has it (e.g. 255), besides the file's own
                   scale:float=None, # or rescale by this factor (instead of `size`)
-                  labels:dict=None, # or burn the mask from vector labels: `vector_labels`'s arguments (path, field, mmap, buffer)
+                  labels:dict=None, # or burn the mask from vector labels: `vector_labels`'s arguments (path, field, mask_map, buffer)
                  )->str: # 'done' or 'skipped'
     "Write the PNG, rescaled and tiled versions of one scene (and its mask) under `dst`, a strip of rows at a time"
     dst, image, mask = Path(dst), as_source(image), mask and Path(mask)
     marker = dst/'.done'/f'{stem}.json'
     lab = labels and {**labels, 'path': source_signature(labels['path'])}
     params = dict(image=source_signature(image), mask=source_signature(mask), labels=lab, size=size or 0, scale=scale, tile=tile or 0,
-                  overlap=overlap, mask_map=str(mmap), scale16=scale16, bands=bands, nodata=nodata)
+                  overlap=overlap, mask_map=str(mask_map), scale16=scale16, bands=bands, nodata=nodata)
     old = json.loads(marker.read_text()) if marker.exists() else {}
     if old.get('finished') and old.get('params') == params: return 'skipped'
     with Raster(image, bands=bands, nodata=nodata, scale16=scale16) as img, \
@@ -205,7 +204,7 @@ def prepare_scene(stem:str, # output name
         with atomic_write(marker) as t: t.write_text(json.dumps(record))
         written = []
         try:
-            _write_scene(img, msk, mask_map('identity' if labels else mmap), stem, dst, out, kinds, bool(size or scale), tile, overlap, written)
+            _write_scene(img, msk, parse_mask_map('identity' if labels else mask_map), stem, dst, out, kinds, bool(size or scale), tile, overlap, written)
             if tile and img.georeferenced:
                 index = dst/'tiles'/'index'/f'{stem}.geojson'
                 with atomic_write(index) as t: t.write_text(json.dumps(tile_index(written, img, out, tile, dst)))
@@ -236,31 +235,32 @@ def _prepare_one(item, **kwargs):
     except WriteError: raise  # a full disk or a denied write stops the run: every next scene would fail alike
     except BadInputError as e: return 'bad', str(e)
 
-def prepare(src, # folder with images/ + masks/, sat/ + map/, or images alone; or a VRT, list file (.txt) or URL of scenes
-            dst, # destination folder
-            size:int=512, # rescale scenes so that their longer side is `size`, aspect ratio kept (0: keep their size)
-            tile:int=128, # tile size (0: no tiles)
-            overlap:int=0, # tile overlap in pixels
+def prepare(src:str, # source: a folder (images/ + masks/, sat/ + map/, or image files), a VRT, a list file (.txt) or a URL
+            dst:str, # destination folder (gets png/, resized/ and tiles/)
+            size:int=512, # rescale scenes so that their longer side is SIZE (aspect ratio kept); 0 keeps their size
+            tile:int=128, # tile size; 0 writes no tiles
+            overlap:int=0, # pixels shared by neighbouring tiles
             workers:int=None, # processes (default: one per core; 0 or 1: this process)
-            mmap='binary', # mask map spec (see `mask_map`)
-            scale16='full', # 16-bit to 8-bit rule: 'full' or 'percentile'
-            bands:list=None, # image bands, numbered from 1 (default: the first three)
-            nodata=None, # pixel value that marks no-data where every band has it (e.g. 255), besides the file's own
-            mask_suffix='', # masks are named <stem><mask_suffix>
-            skip_bad=False, # skip and list bad scenes instead of failing
-            progress=True, # show a progress bar
-            scale:float=None, # or rescale every scene by this factor (one ground resolution for scenes of any size)
-            labels=None, # vector file of labels (any OGR format) to burn the masks from, instead of mask files
-            label_field:str=None, # attribute of `labels` that holds the class (`mmap` maps its values; default: all class 1)
-            buffer:float=0, # metres added on each side of label lines and points (see `VectorLabels`)
-            wait:bool=False, # wait for another run writing into `dst` to end, instead of failing
+            mask_map:str='binary', # 'binary' (0/255→0/1), 'instance', 'identity', 'v:c,...', '#rrggbb:c,...' or a JSON file (see `parse_mask_map`)
+            scale16:str='full', # 16-bit to 8-bit: 'full' (v/257) or 'percentile' (0.5-99.5% stretch)
+            bands:list=None, # image bands to read, numbered from 1, e.g. 1,2,3 (default: the first three)
+            nodata:int=None, # pixel value that marks no-data where every band has it, e.g. 255 (white), besides the file's own
+            mask_suffix:str='', # masks are named <stem><mask_suffix>, e.g. _mask
+            skip_bad:bool=False, # skip bad scenes and list them instead of failing
+            progress:bool=True, # show a progress bar
+            scale:float=None, # or rescale every scene by this factor, e.g. 0.5 (one ground resolution for scenes of any size)
+            labels:str=None, # burn the masks from this vector file (GeoJSON, GeoPackage, Shapefile, ...) in any CRS
+            label_field:str=None, # attribute of --labels that holds the class, mapped by --mask-map (default: every feature is class 1)
+            buffer:float=0, # metres added on each side of label lines and points (a road centreline with 3 becomes 6 m wide)
+            wait:bool=False, # if another run is writing into DST, wait for it to end instead of failing
            )->dict: # stems done and skipped, bad-file messages, unpaired files
     "Prepare every scene under `src` into `dst`: PNG, resized and tiled, images and masks (from mask files or vector labels)"
+    bands = parse_bands(bands)  # '1,2,3' as a command line gives it, or a list
     if scale16 not in SCALE16: raise ValueError(f"scale16 must be one of {SCALE16}")
     if tile: tile_starts(tile, tile, overlap)  # validates overlap
-    if not labels: mask_map(mmap)  # validates the spec before any work
+    if not labels: parse_mask_map(mask_map)  # validates the spec before any work
     pairs, unpaired = find_pairs(src, mask_suffix)
-    lab = labels and dict(path=str(labels), field=label_field, mmap=mmap, buffer=buffer)
+    lab = labels and dict(path=str(labels), field=label_field, mask_map=mask_map, buffer=buffer)
     if lab: pairs = [(s, i, None) for s, i, _ in pairs]  # the masks come from the labels
     checks = [check_pair(*p) for p in pairs]
     bad = [c for c in checks if c]
@@ -274,44 +274,12 @@ def prepare(src, # folder with images/ + masks/, sat/ + map/, or images alone; o
     dst = Path(dst)
     with folder_lock(dst, wait):  # one writer per folder; what killed runs left is removed under the lock only
         remove_temporaries(dst)
-        res = run_parallel(_prepare_one, todo, workers, progress, dst=dst, size=size, tile=tile, overlap=overlap, mmap=mmap, scale16=scale16,
+        res = run_parallel(_prepare_one, todo, workers, progress, dst=dst, size=size, tile=tile, overlap=overlap, mask_map=mask_map, scale16=scale16,
                            bands=bands, nodata=nodata, scale=scale, labels=lab)
         bad += [msg for status, msg in res if status == 'bad']
         with atomic_write(dst/'prepare.json') as t:  # how the scenes were prepared, for training and prediction
-            t.write_text(json.dumps(dict(size=0 if scale else size or 0, scale=scale, tile=tile or 0, overlap=overlap, mask_map=str(mmap),
+            t.write_text(json.dumps(dict(size=0 if scale else size or 0, scale=scale, tile=tile or 0, overlap=overlap, mask_map=str(mask_map),
                                          labels=lab, scale16=scale16, bands=bands, nodata=nodata, scene_sizes=sorted(set(shapes.values()))[:100])))
     if bad and not skip_bad: raise BadInputError('\n'.join(bad))
     return dict(done=[p[0] for p, (s, _) in zip(todo, res) if s == 'done'],
                 skipped=[p[0] for p, (s, _) in zip(todo, res) if s == 'skipped'], bad=bad, unpaired=unpaired)
-
-# %% ../../nbs/08_data.prepare.ipynb #813cfad9
-def unet_fastai_prepare(src:str, # source: a folder (images/ + masks/, sat/ + map/, or image files), a VRT, a list file (.txt) or a URL
-                        dst:str, # destination folder (gets png/, resized/ and tiles/)
-                        size:int=512, # rescale scenes so that their longer side is SIZE (aspect ratio kept); 0 keeps their size
-                        tile:int=128, # tile size; 0 writes no tiles
-                        overlap:int=0, # pixels shared by neighbouring tiles
-                        workers:int=None, # processes (default: one per core)
-                        mask_map:str='binary', # 'binary' (0/255→0/1), 'instance', 'identity', 'v:c,...', '#rrggbb:c,...' or a JSON file
-                        scale16:str='full', # 16-bit to 8-bit: 'full' (v/257) or 'percentile' (0.5-99.5% stretch)
-                        bands:str=None, # image bands to read, numbered from 1, e.g. 1,2,3 (default: the first three)
-                        nodata:int=None, # pixel value that marks no-data where every band has it, e.g. 255 (white)
-                        mask_suffix:str='', # masks are named <stem><mask_suffix>, e.g. _mask
-                        skip_bad:bool=False, # skip bad scenes and list them instead of failing
-                        scale:float=None, # or rescale every scene by this factor, e.g. 0.5 (one ground resolution for scenes of any size)
-                        labels:str=None, # burn the masks from this vector file (GeoJSON, GeoPackage, Shapefile, ...) in any CRS
-                        label_field:str=None, # attribute of --labels that holds the class, mapped by --mask-map (default: every feature is class 1)
-                        buffer:float=0, # metres added on each side of label lines and points (a road centreline with 3 becomes 6 m wide)
-                        wait:bool=False, # if another run is writing into DST, wait for it to end instead of failing
-                       ):
-    "Convert scenes to PNG, resize them and cut them into tiles, images and masks alike"
-    r = prepare(src, dst, size=size, tile=tile, overlap=overlap, workers=workers, mmap=mask_map,
-                scale16=scale16, mask_suffix=mask_suffix, skip_bad=skip_bad, bands=parse_bands(bands), nodata=nodata, scale=scale,
-                labels=labels, label_field=label_field, buffer=buffer, wait=wait)
-    print(f"{len(r['done'])} scenes prepared, {len(r['skipped'])} already done, into {dst}")
-    for p in r['unpaired']: print(f"unpaired (no partner of the same stem): {p}")
-    for m in r['bad']: print(f"skipped: {m}")
-    return r
-
-def prepare_cli():
-    "Entry point of `unet_fastai_prepare`"
-    run_cli(unet_fastai_prepare)

@@ -12,7 +12,7 @@ from fastai.vision.all import (DataBlock, ImageBlock, MaskBlock, PILImage, PILMa
                                imagenet_stats)
 from ..core import BadInputError
 from ..io.raster import Raster, resize_bands, scene_stem
-from ..io.masks import NODATA, mask_map
+from ..io.masks import NODATA, parse_mask_map
 from ..io.labels import vector_labels
 from ..io.geometry import tile_starts
 from .prepare import nearest_index
@@ -28,13 +28,13 @@ class SceneSet:
     "The scenes of window training with their mask files or vector labels, opened on first use in each process (a loader worker opens its own)"
     def __init__(self, scenes:list, # files or URLs (see `Raster`)
                  masks:list=None, # a mask file for each scene, or None
-                 labels:dict=None, # or vector labels: `vector_labels`'s arguments (path, field, mmap, buffer)
-                 mmap='binary', # the masks' values → classes (see `mask_map`)
+                 labels:dict=None, # or vector labels: `vector_labels`'s arguments (path, field, mask_map, buffer)
+                 mask_map='binary', # the masks' values → classes (see `parse_mask_map`)
                  bands:list=None, nodata=None, scale16='full', # how the scenes are read (see `Raster`)
                  max_open:int=64, # scenes kept open in a process (the least recently used are closed)
                 ):
         self.scenes, self.masks, self.labels, self.max_open = list(scenes), masks, labels, max_open
-        self.mmap = mask_map(mmap)
+        self.mask_map = parse_mask_map(mask_map)
         self.read_kw = dict(bands=bands, nodata=nodata, scale16=scale16)
         self._open, self._pid = OrderedDict(), None
 
@@ -68,7 +68,7 @@ class SceneSet:
         if hasattr(msk, 'burn'): m = msk.burn(img.transform @ Affine.translation(w.x, w.y) @ Affine.scale(side / size), (size, size))
         else:
             a = msk.read(rows, cols, all_bands=True)[idx][:, idx]
-            m = self.mmap(a[..., 0] if a.shape[-1] == 1 else a, fname=msk.name)
+            m = self.mask_map(a[..., 0] if a.shape[-1] == 1 else a, fname=msk.name)
         if img.has_nodata: m[~img.valid(rows, cols)[idx][:, idx]] = NODATA
         return m
 
@@ -163,9 +163,9 @@ def _overview_stats(scenes:SceneSet, train:list)->tuple:
 
 def scenes_dls(scenes:list, # scene files or URLs
                masks:list=None, # a mask file for each scene, or None with `labels`
-               labels:dict=None, # vector labels: `vector_labels`'s arguments (path, field, mmap, buffer)
+               labels:dict=None, # vector labels: `vector_labels`'s arguments (path, field, mask_map, buffer)
                codes=('background', 'foreground'), # class names, index = class
-               mmap='binary', # the mask files' values → classes (see `mask_map`)
+               mask_map='binary', # the mask files' values → classes (see `parse_mask_map`)
                size:int=128, # window side in model pixels (a multiple of 32)
                scale:float=1., # model pixels per scene pixel: windows are size / scale scene pixels, rescaled
                windows_per_epoch:int=512, # training windows drawn anew each epoch
@@ -182,7 +182,7 @@ def scenes_dls(scenes:list, # scene files or URLs
     stems = [scene_stem(s) for s in scenes]
     valid = split_by_scene(stems, valid_pct, seed, valid_scenes)
     if not any(valid) or all(valid): raise BadInputError(f"need both training and validation scenes, got {sum(valid)} of {len(valid)} for validation")
-    ss = SceneSet(scenes, masks, labels, mmap, bands, nodata, scale16)
+    ss = SceneSet(scenes, masks, labels, mask_map, bands, nodata, scale16)
     train, val = [i for i, v in enumerate(valid) if not v], [i for i, v in enumerate(valid) if v]
     sampler = WindowSampler(ss, train, val, max(1, round(size / scale)), windows_per_epoch, min_valid)
     grid = sampler.grid()

@@ -80,7 +80,7 @@ def prepare_bsds500(src, # BSDS500 folder with images/<split>/ and groundTruth/<
 def bsds500_dls(path, # output of `prepare_bsds500`
                 size=160, bs:int=4, valid_pct=0.2, seed=0, **kwargs):
     "`DataLoaders` of photos and boundary maps (background / boundary), random crops of `size`"
-    return pairs_dls(path, codes=['background', 'boundary'], mmap='binary', valid_pct=valid_pct, seed=seed, size=size,
+    return pairs_dls(path, codes=['background', 'boundary'], mask_map='binary', valid_pct=valid_pct, seed=seed, size=size,
                      bs=bs, aug='street', **kwargs)
 
 def bsds500_prepared(path, # a BSDS500 folder (images/ and groundTruth/), or the output of `prepare_bsds500`

@@ -45,13 +45,13 @@ def split_pair(pair:np.ndarray, # (H, 2W, 3) photo | label
     w = pair.shape[1] // 2
     return pair[:, :w, :3], pair[:, w:, :3]
 
-def _split_one(item:tuple, mmap:MaskMap)->str:
+def _split_one(item:tuple, mask_map:MaskMap)->str:
     src, dst = item
     img, msk = dst/'images'/f'{src.stem}.png', dst/'masks'/f'{src.stem}.png'
     if img.exists() and msk.exists(): return 'skipped'
     try: photo, label = split_pair(read_array(src), src)
     except BadInputError as e: return str(e)
-    save_image(np.ascontiguousarray(photo), img); save_image(mmap(label, fname=src), msk)
+    save_image(np.ascontiguousarray(photo), img); save_image(mask_map(label, fname=src), msk)
     return 'done'
 
 def prepare_cityscapes(src, # folder with train/ and val/ of photo|label JPEGs
@@ -59,11 +59,11 @@ def prepare_cityscapes(src, # folder with train/ and val/ of photo|label JPEGs
                        workers:int=None, # processes (default: one per core)
                        progress=True)->dict: # {'done', 'skipped'} counts
     "Split Cityscapes image pairs into photos and class-index masks (nearest palette colour); resumable"
-    src, dst, mmap = Path(src), Path(dst), cityscapes_mask_map()
+    src, dst, mask_map = Path(src), Path(dst), cityscapes_mask_map()
     items = [(p, dst/split) for split in ('train', 'val') if (src/split).is_dir()
              for p in sorted((src/split).iterdir()) if is_image_file(p)]
     if not items: raise BadInputError(f"{src}: no image pairs in {src/'train'} or {src/'val'}")
-    return run_steps(_split_one, items, workers, progress, mmap=mmap)
+    return run_steps(_split_one, items, workers, progress, mask_map=mask_map)
 
 def cityscapes_dls(path, # output of `prepare_cityscapes`
                    size=(128, 128), bs:int=8, **kwargs)->object:
@@ -74,7 +74,7 @@ def cityscapes_dls(path, # output of `prepare_cityscapes`
         for m in sorted((path/split/'masks').glob('*.png')):
             pairs.append((path/split/'images'/m.name, m)); valid.append(split == 'val')
     if not pairs: raise BadInputError(f"{path}: no prepared pairs; run prepare_cityscapes first")
-    return segmentation_dls(pairs, valid, CITYSCAPES_CODES, void=CITYSCAPES_VOID, mmap='identity', size=size, bs=bs,
+    return segmentation_dls(pairs, valid, CITYSCAPES_CODES, void=CITYSCAPES_VOID, mask_map='identity', size=size, bs=bs,
                             aug='street', **kwargs)
 
 def cityscapes_prepared(path, # Cityscapes pairs (train/ and val/ photo|label images), or their prepared folder

@@ -21,7 +21,7 @@ def pennfudan_dls(path, # Penn-Fudan folder with PNGImages/ and PedMasks/
                   **kwargs, # passed to `pairs_dls`
                  ):
     "`DataLoaders` of Penn-Fudan: person (any instance id > 0) vs background"
-    return pairs_dls(path, codes=PENNFUDAN_CODES, mmap='instance', mask_suffix='_mask', valid_pct=valid_pct, seed=seed,
+    return pairs_dls(path, codes=PENNFUDAN_CODES, mask_map='instance', mask_suffix='_mask', valid_pct=valid_pct, seed=seed,
                      size=size, bs=bs, aug='street', **kwargs)
 
 @delegates(train_segmentation, but=['metrics', 'predict_defaults'])

@@ -29,7 +29,7 @@ def pets_dls(path, # Oxford-IIIT Pet folder with images/ and annotations/trimaps
             ):
     "`DataLoaders` of Oxford-IIIT Pet trimaps as pet / background"
     if border not in BORDER: raise ValueError(f"border={border!r}: use one of {list(BORDER)}")
-    return pairs_dls(path, codes=PET_CODES, mmap=BORDER[border], void=255 if border == 'ignore' else None,
+    return pairs_dls(path, codes=PET_CODES, mask_map=BORDER[border], void=255 if border == 'ignore' else None,
                      keep=is_dog if dogs_only else None, valid_pct=valid_pct, seed=seed, size=size, bs=bs,
                      aug='street', **kwargs)
 

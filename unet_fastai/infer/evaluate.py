@@ -7,8 +7,8 @@ from __future__ import annotations
 import json as _json
 import numpy as np
 from fastprogress.fastprogress import progress_bar
-from ..io.masks import NODATA, mask_map, read_mask
-from ..core import BadInputError, run_cli, atomic_write
+from ..io.masks import NODATA, parse_mask_map, read_mask
+from ..core import BadInputError, atomic_write
 from ..io.raster import Raster, parse_bands, scene_sources, image_size
 from ..io.labels import VectorLabels, vector_labels
 from ..data.prepare import files_by_stem
@@ -17,7 +17,7 @@ from .loading import load_model, check_model, check_images
 # torch and the metrics are imported in `evaluate_scenes`, so that the command line checks its files first
 
 # %% auto #0
-__all__ = ['scene_pairs', 'evaluate_scenes', 'format_results', 'unet_fastai_evaluate', 'evaluate_cli']
+__all__ = ['scene_pairs', 'evaluate_scenes', 'format_results', 'evaluate_model']
 
 # %% ../../nbs/24_infer.evaluate.ipynb #5d669b48
 def scene_pairs(images, masks, mask_suffix='')->list:
@@ -30,7 +30,7 @@ def scene_pairs(images, masks, mask_suffix='')->list:
 
 def evaluate_scenes(learn, # learner (or `OnnxSegmenter`)
                     pairs:list, # (image, mask) paths; a mask may be `VectorLabels`, burned into each scene's mask
-                    mmap='auto', # mask values → classes; 'auto': 'binary' for 2-class models, else 'identity'
+                    mask_map='auto', # mask values → classes; 'auto': 'binary' for 2-class models, else 'identity'
                     rho:int=3, # relaxed metrics radius in pixels (0: none); 2-class models only
                     void:int=None, # void class of the masks (default: the learner's)
                     **kwargs, # passed to `predict_scene` (tile, overlap, bs, size, scale, bands, nodata)
@@ -45,7 +45,7 @@ def evaluate_scenes(learn, # learner (or `OnnxSegmenter`)
     from unet_fastai.infer.jobs import shard_scenes
     codes = learner_codes(learn)
     n, void = len(codes), getattr(learn, 'void', None) if void is None else void
-    mm = mask_map(('binary' if n == 2 else 'identity') if mmap == 'auto' else mmap)
+    mm = parse_mask_map(('binary' if n == 2 else 'identity') if mask_map == 'auto' else mask_map)
     binary = n_classes(codes, void) == 2 and rho > 0
     cm, rel = torch.zeros(n, n, dtype=torch.long), RelaxedCounts(rho) if binary else None
     check_images([p for pair in pairs for p in pair if not isinstance(p, VectorLabels)])
@@ -87,7 +87,7 @@ def format_results(r:dict)->str:
     return '\n'.join(f"{k:<{w}}  {v:.4f}" if isinstance(v, float) else f"{k:<{w}}  {v}" for k, v in rows)
 
 # %% ../../nbs/24_infer.evaluate.ipynb #04766536
-def unet_fastai_evaluate(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
+def evaluate_model(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
                          images:str=None, # scenes (required): a folder; with --labels also a VRT, list file (.txt) or URL
                          masks:str=None, # folder of masks, paired with the scenes by stem (or --labels)
                          labels:str=None, # or a vector file of labels (any OGR format and CRS), burned into each scene's mask
@@ -116,14 +116,10 @@ def unet_fastai_evaluate(model:str, # exported learner (model.pkl) or ONNX model
     check_model(model); check_images([p for pair in pairs for p in pair if not isinstance(p, VectorLabels)])  # before torch and the model load
     from unet_fastai.train.distributed import init_distributed, is_main
     init_distributed()  # under torchrun: the scenes shared out, the counts summed
-    r = evaluate_scenes(load_model(model), pairs, mmap=mask_map, rho=relaxed, tile=tile, overlap=overlap, bs=bs, size=size,
+    r = evaluate_scenes(load_model(model), pairs, mask_map=mask_map, rho=relaxed, tile=tile, overlap=overlap, bs=bs, size=size,
                         bands=parse_bands(bands), nodata=nodata, tta=tta)
     if not is_main(): return r
     print(format_results(r))
     if json:
         with atomic_write(json) as t: t.write_text(_json.dumps(r, indent=1))
     return r
-
-def evaluate_cli():
-    "Entry point of `unet_fastai_evaluate`"
-    run_cli(unet_fastai_evaluate)

@@ -8,9 +8,8 @@ import json, warnings
 from contextlib import nullcontext
 from pathlib import Path
 import numpy as np
-from fastcore.script import Param
 from fastprogress.fastprogress import progress_bar
-from ..core import BadInputError, run_cli, atomic_write, remove_temporaries, folder_lock
+from ..core import BadInputError, atomic_write, remove_temporaries, folder_lock
 from ..io.raster import Raster, parse_bands, scene_sources, scene_stem, image_size
 from ..io.writers import save_image, mosaic_vrt
 from ..data.prepare import source_signature
@@ -19,8 +18,7 @@ from .loading import check_model, load_model, check_images
 # torch, fastai and the model are imported where they are used, so that the command line checks its files first
 
 # %% auto #0
-__all__ = ['MARKS', 'FORMATS', 'shard_scenes', 'output_names', 'scene_done', 'mark_done', 'mosaic_outputs', 'unet_fastai_predict',
-           'predict_cli']
+__all__ = ['MARKS', 'FORMATS', 'shard_scenes', 'output_names', 'scene_done', 'mark_done', 'mosaic_outputs', 'predict_scenes']
 
 # %% ../../nbs/23_infer.jobs.ipynb #3b5b25e1
 def shard_scenes(sizes:list, # the work of each scene (its pixels)
@@ -98,8 +96,8 @@ def _predict_one(learn, src, out:Path, stem:str, format, probs, vector, binary_2
     save_image(overlay(img, mask), out/names[1])
     return names
 
-def unet_fastai_predict(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
-                        inputs:Param("scenes: image files, folders, list files (.txt), GDAL VRTs or URLs (https://, s3://, /vsicurl/)", str, nargs='+'),
+def predict_scenes(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
+                        inputs:list, # scenes: image files, folders, list files (.txt), GDAL VRTs or URLs (https://, s3://, /vsicurl/)
                         out:str='predictions', # folder for <stem>_mask.tif|png (and _overlay.png, _probs.tif, _mask.geojson), mosaic.vrt
                         tile:int=None, # tile size (default: the model's training tiles; 0: whole image)
                         overlap:int=None, # tile overlap (default: tile // 4)
@@ -146,7 +144,3 @@ def unet_fastai_predict(model:str, # exported learner (model.pkl) or ONNX model 
                   ''.join(f"; {p.name}" for p in extra))
             for m in bad: print(f"skipped: {m}")
         return files
-
-def predict_cli():
-    "Entry point of `unet_fastai_predict`"
-    run_cli(unet_fastai_predict)

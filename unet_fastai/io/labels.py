@@ -9,7 +9,7 @@ from contextlib import nullcontext
 from pathlib import Path
 import numpy as np
 from ..core import BadInputError, file_head
-from .masks import mask_map
+from .masks import parse_mask_map
 from .raster import Raster
 
 # %% auto #0
@@ -45,10 +45,10 @@ def _text_map(spec)->dict:
 
 def feature_classes(values, # a field's values (None: no field)
                     n:int, # number of features
-                    mmap='identity', # values → classes: a mask-map spec (see `mask_map`), or 'value:class,...' for text values
+                    mask_map='identity', # values → classes: a mask-map spec (see `parse_mask_map`), or 'value:class,...' for text values
                     name='labels', # for messages
                    )->np.ndarray: # uint8 classes; -1 where the value is empty
-    "The class of each feature: 1 without a field, else its value through `mmap`"
+    "The class of each feature: 1 without a field, else its value through `mask_map`"
     if values is None: return np.ones(n, np.int16)
     empty = np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in values], bool)
     out = np.full(n, -1, np.int16)
@@ -56,9 +56,9 @@ def feature_classes(values, # a field's values (None: no field)
     given = values[~empty]
     if all(isinstance(v, (int, float, np.number)) for v in given):
         if any(float(v) != int(v) for v in given): raise BadInputError(f"{name}: values such as {given[0]} are not whole numbers; map them with --mask-map or use another attribute")
-        out[~empty] = mask_map(mmap)(np.asarray(given, np.int64)[None], fname=name)[0]
+        out[~empty] = parse_mask_map(mask_map)(np.asarray(given, np.int64)[None], fname=name)[0]
         return out
-    table = _text_map(mmap)
+    table = _text_map(mask_map)
     missing = sorted({str(v) for v in given} - set(table))
     if missing: raise BadInputError(f"{name}: values {', '.join(missing[:8])}{' …' if len(missing) > 8 else ''} have no class; pass "
                                     f"--mask-map '{missing[0]}:1,...' (a class for each value) or a JSON file")
@@ -88,7 +88,7 @@ class VectorLabels:
     "The features of a vector file, to be burned into the class mask of any scene (`for_scene`), window by window"
     def __init__(self, path, # vector file (any OGR format); its first layer
                  field:str=None, # attribute that holds the class (default: every feature is class 1)
-                 mmap='identity', # the attribute's values → classes (see `feature_classes`)
+                 mask_map='identity', # the attribute's values → classes (see `feature_classes`)
                  buffer:float=0, # metres added on each side of lines and points (0: lines burn the pixels they cross)
                 ):
         import shapely
@@ -96,7 +96,7 @@ class VectorLabels:
         if self.buffer < 0: raise BadInputError(f"--buffer {buffer}: give metres >= 0")
         geoms, values, crs = _read_vectors(self.path, field)
         name = f"{self.path} ({field})" if field else str(self.path)
-        classes = feature_classes(values, len(geoms), mmap, name)
+        classes = feature_classes(values, len(geoms), mask_map, name)
         none, empty = shapely.is_missing(geoms) | shapely.is_empty(geoms), classes < 0
         if none.any(): warnings.warn(f"{self.path}: {none.sum()} of {len(geoms)} features have no geometry; left out", stacklevel=2)
         if (empty & ~none).any(): warnings.warn(f"{name}: {(empty & ~none).sum()} features have no value; left out", stacklevel=2)
@@ -202,14 +202,14 @@ class SceneLabels:
 _LOADED = {}  # the label files read in this process, by path, size, time and options
 
 def vector_labels(path, # vector file
-                  field:str=None, mmap='identity', buffer:float=0, # see `VectorLabels`
+                  field:str=None, mask_map='identity', buffer:float=0, # see `VectorLabels`
                  )->VectorLabels:
     """`VectorLabels` read once per process: prepare's workers, forked after the parent read the file, find it here
     (the key includes the file's size and time, so a changed file is read again)"""
     file_head(path, 'label file', f'pass a vector file ({VECTOR_FORMATS})')
     st = Path(path).stat()
-    key = (str(path), st.st_size, st.st_mtime_ns, field, str(mmap), float(buffer))
+    key = (str(path), st.st_size, st.st_mtime_ns, field, str(mask_map), float(buffer))
     if key not in _LOADED:
         if len(_LOADED) >= 4: _LOADED.pop(next(iter(_LOADED)))
-        _LOADED[key] = VectorLabels(path, field, mmap, buffer)
+        _LOADED[key] = VectorLabels(path, field, mask_map, buffer)
     return _LOADED[key]

@@ -11,7 +11,7 @@ from ..core import BadInputError
 from .raster import read_array
 
 # %% auto #0
-__all__ = ['NODATA', 'MaskMap', 'mask_map', 'read_mask']
+__all__ = ['NODATA', 'MaskMap', 'parse_mask_map', 'read_mask']
 
 # %% ../../nbs/03_io.masks.ipynb #0d5b0710
 NODATA = 255  # the class of pixels outside the imagery, in prepared masks and in predictions (void)
@@ -80,7 +80,7 @@ class MaskMap:
             return lut[v]
         return np.array([self.table[int(u)] for u in uniq], dtype=np.uint8)[inv].reshape(v.shape)
 
-def mask_map(spec='binary')->MaskMap:
+def parse_mask_map(spec='binary')->MaskMap:
     "A `MaskMap` from a spec: 'binary', 'instance', 'identity', 'v:c,…', '#rrggbb:c,…', a JSON file, a dict or a `MaskMap`"
     if isinstance(spec, MaskMap): return spec
     if isinstance(spec, dict): return MaskMap(spec)
@@ -94,6 +94,6 @@ def mask_map(spec='binary')->MaskMap:
     except ValueError as e:
         raise ValueError(f"mask map {spec!r} is not 'binary', 'instance', 'identity', a JSON file or 'value:class,…' ({e})") from None
 
-def read_mask(path, mmap=None)->np.ndarray:
-    "Mask at `path` as uint8 class indices (H,W), through `mask_map(mmap)`"
-    return mask_map(mmap)(read_array(path, as_image=False), fname=path)
+def read_mask(path, mask_map=None)->np.ndarray:
+    "Mask at `path` as uint8 class indices (H,W), through `parse_mask_map(mask_map)`"
+    return parse_mask_map(mask_map)(read_array(path, as_image=False), fname=path)

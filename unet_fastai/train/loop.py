@@ -164,7 +164,7 @@ def train_roads(path='data/demo/prepared', # prepared folder (with tiles/) or im
 @delegates(train_segmentation, but=['predict_defaults'])
 def train_pairs(path, # folder of image/mask pairs: images/ + masks/, sat/ + map/, ... (see `find_pairs`)
                 codes=('background', 'foreground'), # class names, index = class
-                mask_map:str='binary', # stored mask values → classes (see `mask_map`)
+                mask_map:str='binary', # stored mask values → classes (see `parse_mask_map`)
                 mask_suffix:str='', # masks are named <stem><mask_suffix>
                 void:int=None, # class ignored by the loss and the metrics, if any
                 size=None, # resize to (h, w) or size×size; None keeps the stored size
@@ -177,17 +177,17 @@ def train_pairs(path, # folder of image/mask pairs: images/ + masks/, sat/ + map
                 **kwargs, # passed to `train_segmentation` (epochs, lr, arch, pretrained, ...)
                ):
     "Train a U-Net on any folder of image/mask pairs"
-    dls = pairs_dls(path, codes=list(codes), mmap=mask_map, mask_suffix=mask_suffix, void=void, size=size, aug=aug, bs=bs,
+    dls = pairs_dls(path, codes=list(codes), mask_map=mask_map, mask_suffix=mask_suffix, void=void, size=size, aug=aug, bs=bs,
                     valid_pct=valid_pct, seed=seed, num_workers=num_workers)
     return train_segmentation(dls, out=out, predict_defaults=whole_frames(size) if size else {}, **kwargs)
 
 @delegates(train_segmentation, but=['predict_defaults'])
 def train_scenes(path, # scenes: a folder (images/ + masks/, sat/ + map/, or scenes alone with `labels`), a VRT, a list file or a URL
                  labels:str=None, # vector file of labels (GeoJSON, GeoPackage, Shapefile, ...; any CRS), instead of mask files
-                 label_field:str=None, # attribute of `labels` that holds the class, mapped by `mask_map` (default: every feature is class 1)
+                 label_field:str=None, # attribute of `labels` that holds the class, mapped by `parse_mask_map` (default: every feature is class 1)
                  buffer:float=0, # metres added on each side of label lines and points (a centreline with 3 becomes 6 m wide)
                  codes=('background', 'foreground'), # class names, index = class
-                 mask_map:str='binary', # mask files' values (or `label_field`'s values) → classes (see `mask_map`)
+                 mask_map:str='binary', # mask files' values (or `label_field`'s values) → classes (see `parse_mask_map`)
                  mask_suffix:str='', # mask files are named <stem><mask_suffix>
                  size:int=128, # training windows of size×size model pixels (a multiple of 32; prediction tiles the same)
                  scale:float=1., # model pixels per scene pixel (0.5: windows of 2×size scene pixels, rescaled)
@@ -207,7 +207,7 @@ def train_scenes(path, # scenes: a folder (images/ + masks/, sat/ + map/, or sce
     pairs, _ = find_pairs(path, mask_suffix)
     if labels is None and any(m is None for _, _, m in pairs):
         raise BadInputError(f"{path}: scenes without masks; pass --labels FILE (vector labels) or a folder with masks")
-    lab = labels and dict(path=str(labels), field=label_field, mmap=mask_map, buffer=buffer)
+    lab = labels and dict(path=str(labels), field=label_field, mask_map=mask_map, buffer=buffer)
     scenes, bands = [i for _, i, _ in pairs], parse_bands(bands)
     if lab: vector_labels(**lab).on_scenes(scenes)
     dls = scenes_dls(scenes, None if lab else [m for _, _, m in pairs], lab, list(codes), mask_map, size, scale, windows_per_epoch,
