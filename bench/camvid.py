@@ -20,7 +20,6 @@ from pathlib import Path
 from fastai.callback.core import Callback
 from unet_fastai.core import console_progress
 from unet_fastai.train.loop import train_camvid, evaluate
-
 from unet_fastai.train.pictures import read_history
 THRESHOLDS = (0.35, 0.45)
 

@@ -140,7 +140,6 @@ def quality(qsize, bs, epochs, lr, seeds=(0,), configs='acd', same_batches=False
         for k in configs:
             set_seed(seed)
             learn = makers[k]()
-            learn.void = dls.void
             if same_batches:  # the global RNGs (augmentation) and the loaders' own (shuffling), which runs advance
                 set_seed(seed + 100)
                 for dl in dls.loaders: dl.rng = random.Random(seed + 100)

@@ -5,7 +5,6 @@ from conftest import ROOT, BIN, command
 from unet_fastai.data.synthetic import write_scenes
 from unet_fastai.data.prepare import prepare
 from unet_fastai.train.pictures import read_history
-
 from unet_fastai.train.checkpoint import read_checkpoint
 @pytest.fixture(scope='module')
 def tiles(tmp_path_factory):
@@ -111,7 +110,9 @@ def test_kill_and_resume(tiles, tmp_path):
     lr_a, lr_b = (read_checkpoint(d/'checkpoint.pth')['lrs'] for d in (tmp_path/'straight', out))
     assert lr_b[2] == lr_a[2] and lr_b == lr_a  # epoch 3 at the same point of the one-cycle schedule
     from fastai.learner import load_learner
-    assert load_learner(out/'model.pkl').predict_defaults == {'tile': 128, 'scale': 1.0}
+    from unet_fastai.spec import model_spec
+    spec = model_spec(load_learner(out/'model.pkl'))
+    assert (spec.tile, spec.scale, spec.recipe['epochs'], spec.recipe['resume']) == (128, 1.0, 4, True)
     # a resume with other options is refused, naming them; so is an unreadable checkpoint
     r = run(*args[:-2], '--epochs', 5, '--bs', 4, '--out', out, '--resume', tmp=tmp_path)
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [

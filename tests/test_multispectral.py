@@ -10,6 +10,7 @@ from unet_fastai.data.prepare import prepare
 from unet_fastai.train.loop import train_roads
 from unet_fastai.infer.evaluate import evaluate_scenes
 from unet_fastai.infer.loading import load_model
+from unet_fastai.spec import model_spec
 
 def write_scenes4(root, seeds, size=384):
     "4-band GeoTIFFs: RGB of one generated scene (its roads are decoys), NIR bright on the true roads of another"
@@ -42,7 +43,7 @@ def test_nir_band_is_learnt(models):
     d, m = models
     warnings.filterwarnings('ignore')
     learn = load_model(m['nir'])
-    assert learn.predict_defaults['bands'] == [1, 2, 3, 4] and learn.model.stages[0][0].in_channels == 4
+    assert model_spec(learn).bands == [1, 2, 3, 4] and learn.model.stages[0][0].in_channels == 4
     pairs = [(d/'test'/'images'/'s50.tif', d/'test'/'masks'/'s50.png')]
     be = {k: evaluate_scenes(load_model(p), pairs)['relaxed_breakeven'] for k, p in m.items()}
     assert be['nir'] > be['rgb'] + 0.2, be

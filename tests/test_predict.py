@@ -6,6 +6,7 @@ from conftest import shared, command
 from unet_fastai.data.synthetic import write_scenes
 from unet_fastai.data.prepare import prepare
 from unet_fastai.train.loop import train_roads
+from unet_fastai.spec import model_spec
 
 @pytest.fixture(scope='module')
 def model(tmp_path_factory):
@@ -14,7 +15,7 @@ def model(tmp_path_factory):
     write_scenes(d/'scenes', n=3, size=1500)
     prepare(d/'scenes', d/'prep', size=512, tile=128, workers=2, progress=False)
     learn = train_roads(d/'prep', bs=8, epochs=1, freeze_epochs=0, lr=5e-3, pretrained=False, out=d/'model')
-    assert learn.predict_defaults == {'tile': 128, 'scale': 512 / 1500}
+    assert (model_spec(learn).tile, model_spec(learn).scale) == (128, 512 / 1500)
     return d/'model'/'model.pkl'
 
 def run(*args):

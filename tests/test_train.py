@@ -3,8 +3,9 @@ import subprocess, sys
 import numpy as np, pytest
 from conftest import shared
 from unet_fastai.train.loop import train_camvid, evaluate
-
 from unet_fastai.train.pictures import read_history
+from unet_fastai.spec import model_spec
+
 @pytest.fixture(scope='module')
 def camvid_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('camvid')
@@ -18,13 +19,13 @@ def test_loss_falls_and_metrics_finite(camvid_run):
     assert list(h.columns) == ['epoch', 'train_loss', 'valid_loss', 'acc_novoid', 'mIoU']
     assert len(h) == 3 and np.isfinite(h.values).all()
     assert h.train_loss.iloc[-1] < h.train_loss.iloc[0]
-    assert (learn.codes, learn.void) == ([l.strip() for l in (shared('camvid')/'codes.txt').read_text().splitlines()], 11)
+    assert (model_spec(learn).codes, model_spec(learn).void) == ([l.strip() for l in (shared('camvid')/'codes.txt').read_text().splitlines()], 11)
     for f in ('best.pth', 'model.pkl', 'curves.png', 'predictions.png'): assert (out/f).is_file()
 
 def test_predict_scene_resizes_like_training(camvid_run):
     from unet_fastai.infer.predict import predict_scene
     learn, _ = camvid_run
-    assert learn.predict_defaults == {'size': (64, 96), 'tile': 0}
+    assert (model_spec(learn).size, model_spec(learn).tile) == ([64, 96], 0)
     img = learn.dls.valid_ds.items[0]
     mask, probs = predict_scene(learn, img)  # a whole 360x480 frame, predicted at 64x96 and resized back
     assert mask.shape == (360, 480) and probs.shape == (12, 360, 480)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from ..infer.predict import predict_scene, overlay
 from ..infer.loading import load_model, check_model
+from ..spec import model_spec
 
 # %% auto #0
 __all__ = ['segment_fn', 'make_app', 'serve_app']
@@ -16,8 +17,7 @@ __all__ = ['segment_fn', 'make_app', 'serve_app']
 # %% ../../nbs/32_cli.app.ipynb #037a2f92
 def segment_fn(learn)->callable:
     "An image (H×W×3 or ×4 uint8) → (overlay, class mask as uint8 image) function for `learn`"
-    from unet_fastai.train.models import learner_codes
-    n = len(learner_codes(learn))
+    n = len(model_spec(learn).codes)
     def segment(image:np.ndarray):
         if image is None: raise ValueError("upload an image first")
         rgb = np.ascontiguousarray(image[..., :3]) if image.ndim == 3 else np.stack([image] * 3, -1)
@@ -38,7 +38,6 @@ def make_app(model:str, # exported learner (model.pkl) or ONNX model
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
     check_model(model)  # before gradio, torch and the model load
     import gradio as gr
-    from unet_fastai.train.models import learner_codes
     upload = gr.Image(type='numpy', label='image')
     decode = upload.preprocess
     def preprocess(payload):  # a file gradio cannot decode is said on the page in one line, not as a server traceback
@@ -55,7 +54,7 @@ def make_app(model:str, # exported learner (model.pkl) or ONNX model
                            "not an image; upload a PNG, JPEG or TIFF", print_exception=False) from None
     upload.preprocess = preprocess  # (on the instance: a subclass of a gradio component makes gradio write a .pyi beside it)
     learn = load_model(model)
-    codes, segment = learner_codes(learn), segment_fn(learn)
+    codes, segment = model_spec(learn).codes, segment_fn(learn)
     def on_page(image):
         try: return segment(image)
         except ValueError as e: raise gr.Error(str(e), print_exception=False) from None  # its message on the page

@@ -14,9 +14,9 @@ __all__ = ['TASKS', 'PROG', 'INTERRUPTED', 'task_function', 'task_parser', 'usag
 
 # %% ../../nbs/31_cli.launch.ipynb #5588a7a8
 TASKS = {  # task → its training function, imported when the task is used
-    'camvid': 'train.loop.train_camvid', 'roads': 'train.loop.train_roads', 'pairs': 'train.loop.train_pairs',
-    'scenes': 'train.loop.train_scenes', 'pennfudan': 'datasets.pennfudan.train_pennfudan', 'pets': 'datasets.pets.train_pets',
-    'dogs': 'datasets.pets.train_dogs', 'cityscapes': 'datasets.cityscapes.train_cityscapes', 'bsds500': 'datasets.bsds500.train_bsds500'}
+    'camvid': 'train.loop.train_camvid', 'roads': 'train.loop.train_roads', 'pennfudan': 'datasets.pennfudan.train_pennfudan',
+    'pets': 'datasets.pets.train_pets', 'dogs': 'datasets.pets.train_dogs', 'cityscapes': 'datasets.cityscapes.train_cityscapes',
+    'bsds500': 'datasets.bsds500.train_bsds500', 'pairs': 'train.loop.train_pairs', 'scenes': 'train.loop.train_scenes'}
 PROG = 'unet_fastai train'
 
 def _check_task(task:str, prog=PROG):

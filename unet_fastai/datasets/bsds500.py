@@ -91,7 +91,7 @@ def bsds500_prepared(path, # a BSDS500 folder (images/ and groundTruth/), or the
     main_first(prepare_bsds500, path, dst, **kwargs)
     return Path(dst)
 
-@delegates(train_segmentation, but=['n_out', 'loss_func', 'metrics', 'monitor', 'predict_defaults'])
+@delegates(train_segmentation, but=['n_out', 'loss_func', 'metrics', 'monitor', 'spec'])
 def train_bsds500(path, # BSDS500 folder (its train split is prepared into out/data first) or the output of `prepare_bsds500`
                   size=160, # size of the random training crops
                   bs:int=4, # batch size (per process)
@@ -106,4 +106,4 @@ def train_bsds500(path, # BSDS500 folder (its train split is prepared into out/d
     path = bsds500_prepared(path, Path(out)/'data', rule=rule, scale=scale)
     return train_segmentation(bsds500_dls(path, size=size, bs=bs), out=out, epochs=epochs, n_out=1,
                               loss_func=BCEDiceLoss(), metrics=[dice(), RelaxedMetric(rho, stat='ods')],
-                              monitor=f'relaxed_ods{rho}', predict_defaults={'scale': scale, 'tile': 0}, **kwargs)
+                              monitor=f'relaxed_ods{rho}', spec={'scale': scale, 'tile': 0}, **kwargs)

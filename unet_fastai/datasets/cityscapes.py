@@ -84,7 +84,7 @@ def cityscapes_prepared(path, # Cityscapes pairs (train/ and val/ photo|label im
     main_first(prepare_cityscapes, path, dst)
     return Path(dst)
 
-@delegates(train_segmentation, but=['predict_defaults'])
+@delegates(train_segmentation, but=['spec'])
 def train_cityscapes(path, # Cityscapes pairs (train/ and val/ photo|label JPEGs, prepared into out/data first) or a prepared folder
                      size=(128, 128), # (h, w) for training
                      bs:int=8, # batch size (per process)
@@ -93,7 +93,7 @@ def train_cityscapes(path, # Cityscapes pairs (train/ and val/ photo|label JPEGs
                     ):
     "Train a U-Net on Cityscapes pairs; reports accuracy without void and mIoU"
     dls = cityscapes_dls(cityscapes_prepared(path, Path(out)/'data'), size=size, bs=bs)
-    return train_segmentation(dls, out=out, predict_defaults=whole_frames(size), **kwargs)
+    return train_segmentation(dls, out=out, spec=whole_frames(size), **kwargs)
 
 # %% ../../nbs/28_datasets.cityscapes.ipynb #2eac6529
 def make_cityscapes_pair(seed:int, size:int=256)->tuple: # (pair (size, 2·size, 3) uint8, class ids (size, size))

@@ -24,7 +24,7 @@ def pennfudan_dls(path, # Penn-Fudan folder with PNGImages/ and PedMasks/
     return pairs_dls(path, codes=PENNFUDAN_CODES, mask_map='instance', mask_suffix='_mask', valid_pct=valid_pct, seed=seed,
                      size=size, bs=bs, aug='street', **kwargs)
 
-@delegates(train_segmentation, but=['metrics', 'predict_defaults'])
+@delegates(train_segmentation, but=['metrics', 'spec'])
 def train_pennfudan(path, # Penn-Fudan folder (PNGImages/ and PedMasks/)
                     size=(160, 128), # (h, w) for training (the photos are portrait)
                     bs:int=8, # batch size (per process)
@@ -35,4 +35,4 @@ def train_pennfudan(path, # Penn-Fudan folder (PNGImages/ and PedMasks/)
     "Train a U-Net on Penn-Fudan; reports pixel accuracy, mIoU and Dice of the person class"
     dls = pennfudan_dls(path, size=size, bs=bs)
     return train_segmentation(dls, out=out, epochs=epochs, metrics=[acc_novoid(2), miou(2), dice()],
-                              predict_defaults=whole_frames(size), **kwargs)
+                              spec=whole_frames(size), **kwargs)

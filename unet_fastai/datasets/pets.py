@@ -33,7 +33,7 @@ def pets_dls(path, # Oxford-IIIT Pet folder with images/ and annotations/trimaps
                      keep=is_dog if dogs_only else None, valid_pct=valid_pct, seed=seed, size=size, bs=bs,
                      aug='street', **kwargs)
 
-@delegates(train_segmentation, but=['metrics', 'monitor', 'predict_defaults', 'n_out', 'loss_func'])
+@delegates(train_segmentation, but=['metrics', 'monitor', 'spec', 'n_out', 'loss_func'])
 def train_pets(path, # Oxford-IIIT Pet folder (images/ and annotations/trimaps/)
                border:str='pet', # trimap border as 'pet', 'background' or 'ignore'
                dogs_only:bool=False, # only the dog breeds
@@ -48,7 +48,7 @@ def train_pets(path, # Oxford-IIIT Pet folder (images/ and annotations/trimaps/)
     dls = pets_dls(path, border=border, dogs_only=dogs_only, size=size, bs=bs, seed=seed)
     extra = dict(n_out=1, loss_func=BCEDiceLoss(void=dls.void)) if bce_dice else {}
     return train_segmentation(dls, out=out, metrics=[acc_novoid(2, dls.void), miou(2, dls.void), dice(dls.void)],
-                              monitor='dice', predict_defaults=whole_frames(size), **extra, **kwargs)
+                              monitor='dice', spec=whole_frames(size), **extra, **kwargs)
 
 @delegates(train_pets, but=['dogs_only', 'bce_dice'])
 def train_dogs(path, # Oxford-IIIT Pet folder

@@ -15,6 +15,7 @@ from ..data.prepare import files_by_stem
 from .predict import predict_scene
 from .loading import load_model, check_model, check_images
 # torch and the metrics are imported in `evaluate_scenes`, so that the command line checks its files first
+from ..spec import model_spec
 
 # %% auto #0
 __all__ = ['scene_pairs', 'evaluate_scenes', 'format_results', 'evaluate_model']
@@ -40,11 +41,11 @@ def evaluate_scenes(learn, # learner (or `OnnxSegmenter`)
     import torch
     from fastai.torch_core import rank_distrib
     from unet_fastai.train.metrics import confusion_matrix, cm_report, RelaxedCounts, n_classes
-    from unet_fastai.train.models import learner_codes
     from unet_fastai.train.distributed import gather, sum_over_processes
     from unet_fastai.infer.jobs import shard_scenes
-    codes = learner_codes(learn)
-    n, void = len(codes), getattr(learn, 'void', None) if void is None else void
+    spec = model_spec(learn)
+    codes, void = spec.codes, spec.void if void is None else void
+    n = len(codes)
     mm = parse_mask_map(('binary' if n == 2 else 'identity') if mask_map == 'auto' else mask_map)
     binary = n_classes(codes, void) == 2 and rho > 0
     cm, rel = torch.zeros(n, n, dtype=torch.long), RelaxedCounts(rho) if binary else None

@@ -16,6 +16,7 @@ from ..data.prepare import source_signature
 from .predict import predict_scene, predict_geotiff, mask_polygons, overlay, model_bands, TTA
 from .loading import check_model, load_model, check_images
 # torch, fastai and the model are imported where they are used, so that the command line checks its files first
+from ..spec import model_spec
 
 # %% auto #0
 __all__ = ['MARKS', 'FORMATS', 'shard_scenes', 'output_names', 'scene_done', 'mark_done', 'mosaic_outputs', 'predict_scenes']
@@ -82,7 +83,6 @@ FORMATS = ('auto', 'tif', 'png')
 
 def _predict_one(learn, src, out:Path, stem:str, format, probs, vector, binary_255, bands, nodata, **kw)->list:
     "Predict scene `src` into `out`; the names of its outputs"
-    from unet_fastai.train.models import learner_codes
     with Raster(src, bands=model_bands(learn, bands), nodata=nodata) as scene:
         geo = format == 'tif' or (format == 'auto' and scene.georeferenced)
         names = output_names(stem, geo, probs, vector)
@@ -92,7 +92,7 @@ def _predict_one(learn, src, out:Path, stem:str, format, probs, vector, binary_2
             return names
         mask, _ = predict_scene(learn, scene, with_probs=False, **kw)
         img = scene.image()  # decoded already (PNG/JPEG are read whole)
-    save_image((mask == 1).astype(np.uint8) * 255 if binary_255 and len(learner_codes(learn)) == 2 else mask, out/names[0])
+    save_image((mask == 1).astype(np.uint8) * 255 if binary_255 and len(model_spec(learn).codes) == 2 else mask, out/names[0])
     save_image(overlay(img, mask), out/names[1])
     return names
 

@@ -4,13 +4,15 @@
 
 # %% ../../nbs/21_infer.loading.ipynb #28546cd8
 from __future__ import annotations
-import os, warnings
+import os, pickle, warnings
 from pathlib import Path
+from types import SimpleNamespace
 from ..core import BadInputError, file_head
 from ..io.raster import image_size
+from ..spec import check_spec, model_spec, older_spec
 
 # %% auto #0
-__all__ = ['PICKLE_NOTE', 'check_model', 'load_model', 'check_images']
+__all__ = ['PICKLE_NOTE', 'MODULES_OF_0_1', 'MODEL_PICKLE', 'check_model', 'load_model', 'check_images']
 
 # %% ../../nbs/21_infer.loading.ipynb #852f259e
 def check_model(model)->Path:
@@ -32,7 +34,7 @@ def _pickle_note():
     except OSError: pass  # a read-only home: shown again next time
 
 def load_model(model):
-    "An exported learner (model.pkl, on the GPU when there is one) or an ONNX model (.onnx, see `export_onnx`)"
+    "An exported learner (model.pkl, on the GPU when there is one) or an ONNX model (.onnx, see `export_onnx`), with its `ModelSpec`"
     if check_model(model).suffix.lower() == '.onnx':
         from unet_fastai.infer.onnx import OnnxSegmenter
         return OnnxSegmenter(model)
@@ -41,7 +43,11 @@ def load_model(model):
     _pickle_note()
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='load_learner` uses')
-        return load_learner(model, cpu=not torch.cuda.is_available())
+        try: learn = load_learner(model, cpu=not torch.cuda.is_available(), pickle_module=MODEL_PICKLE)
+        except (RuntimeError, EOFError, pickle.UnpicklingError) as e:  # torch's zip reader on a file cut short
+            raise BadInputError(f"{model}: incomplete or damaged ({Path(model).stat().st_size:,} bytes; {str(e).splitlines()[0][:80]}); "
+                                "copy it again, or export it again from its training folder") from None
+    return _described(learn, model)
 
 def check_images(files, skip_bad=False)->tuple:
     "(usable files, messages for bad ones); raises `BadInputError` for bad ones unless `skip_bad`"
@@ -51,3 +57,32 @@ def check_images(files, skip_bad=False)->tuple:
         except BadInputError as e: bad[f] = str(e)
     if bad and not skip_bad: raise BadInputError('\n'.join(bad.values()))
     return [f for f in files if f not in bad], list(bad.values())
+
+# %% ../../nbs/21_infer.loading.ipynb #15433816
+MODULES_OF_0_1 = {  # module of a class in a model.pkl of unet_fastai 0.1 → where it lives now
+    'unet_fastai.cache': 'unet_fastai.data.cache', 'unet_fastai.data': 'unet_fastai.data.blocks',
+    'unet_fastai.windows': 'unet_fastai.data.windows', 'unet_fastai.masks': 'unet_fastai.io.masks',
+    'unet_fastai.raster': 'unet_fastai.io.raster', 'unet_fastai.losses': 'unet_fastai.train.losses',
+    'unet_fastai.metrics': 'unet_fastai.train.metrics', 'unet_fastai.models': 'unet_fastai.train.models',
+    'unet_fastai.learner': 'unet_fastai.train.learner', 'unet_fastai.distributed': 'unet_fastai.train.distributed',
+    'unet_fastai.checkpoint': 'unet_fastai.train.checkpoint', 'unet_fastai.train': 'unet_fastai.train.loop'}
+
+class _Unpickler(pickle.Unpickler):
+    "pickle's Unpickler that finds the classes of a model.pkl of unet_fastai 0.1 where they live now"
+    def find_class(self, module, name): return super().find_class(MODULES_OF_0_1.get(module, module), name)
+
+MODEL_PICKLE = SimpleNamespace(__name__='pickle', Unpickler=_Unpickler, load=lambda f, **kw: _Unpickler(f, **kw).load())  # for `torch.load`
+
+def _described(learn, path):
+    "`learn` with its `ModelSpec` checked; a model of unet_fastai 0.1 gets one rebuilt from what it carried"
+    from unet_fastai.train.learner import Described, input_stats
+    if hasattr(learn, 'described'):
+        check_spec(learn.described.spec, str(path))
+        return learn
+    mean, std = input_stats(learn.dls)
+    spec = older_spec(getattr(learn, 'codes', None) or learn.dls.vocab, getattr(learn, 'void', None), len(mean), mean, std,
+                      getattr(learn, 'predict_defaults', None), getattr(learn, 'precision', 'fp32'), getattr(learn, 'lr_used', None))
+    learn.add_cb(Described(spec))
+    warnings.warn(f"{path}: written by unet_fastai 0.1, before models carried their description; it was rebuilt from the "
+                  "model (load it and export it again to keep it)", stacklevel=3)
+    return learn

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 from ..core import atomic_write, BadInputError
-from ..train.models import input_stats, learner_codes
+from ..spec import ModelSpec, model_spec, older_spec
 from ..train.metrics import class_probs
 
 # %% auto #0
@@ -29,18 +29,18 @@ def export_onnx(learn, # trained learner
                 path, # the .onnx file to write
                 opset:int=17, # ONNX opset
                )->Path:
-    "Export `learn`'s model to ONNX (dynamic N, H, W; bands 0..1 in, class probabilities out), with classes and prediction defaults as metadata"
+    "Export `learn`'s model to ONNX (dynamic N, H, W; bands 0..1 in, class probabilities out), with its `ModelSpec` as metadata"
     import onnx
-    model = _Normalized(learn.model.eval().float().cpu(), *input_stats(learn)).eval()
-    meta = dict(codes=learner_codes(learn), void=getattr(learn, 'void', None),
-                predict_defaults=getattr(learn, 'predict_defaults', {}) or {})
+    spec = model_spec(learn)
+    mean, std = (torch.tensor(v or [d] * spec.n_in).view(1, -1, 1, 1) for v, d in ((spec.mean, 0.), (spec.std, 1.)))
+    model = _Normalized(learn.model.eval().float().cpu(), mean, std).eval()
     path = Path(path)
     with atomic_write(path) as tmp, torch.no_grad():
         torch.onnx.export(model, torch.rand(1, model.mean.shape[1], 128, 128), str(tmp), dynamo=False, opset_version=opset,
                           input_names=['image'], output_names=['probs'],
                           dynamic_axes={'image': {0: 'n', 2: 'h', 3: 'w'}, 'probs': {0: 'n', 2: 'h', 3: 'w'}})
         m = onnx.load(str(tmp))
-        m.metadata_props.add(key='unet_fastai', value=json.dumps(meta))
+        m.metadata_props.add(key='unet_fastai', value=spec.to_json())
         onnx.save(m, str(tmp))
     return path
 
@@ -54,9 +54,9 @@ class OnnxSegmenter:
         if 'unet_fastai' not in meta or self.session.get_outputs()[0].name != 'probs':
             raise BadInputError(f"{path}: not an ONNX model of this unet_fastai version (it needs the 'unet_fastai' "
                                 "metadata and a 'probs' output); export it again with export_onnx")
-        meta = json.loads(meta['unet_fastai'])
-        self.codes, self.void, self.predict_defaults = meta['codes'], meta['void'], meta['predict_defaults']
-        self.n_in = self.session.get_inputs()[0].shape[1]  # bands
+        meta, n_in = json.loads(meta['unet_fastai']), self.session.get_inputs()[0].shape[1]
+        self.spec = (ModelSpec.from_json(json.dumps(meta), str(path)) if 'version' in meta else  # older files: codes, void, predict_defaults
+                     older_spec(meta['codes'], meta['void'], n_in, defaults=meta['predict_defaults']))
     def tile_fn(self):
         "uint8 tiles (n, h, w, bands) → class probabilities (n, C, h, w)"
         def f(tiles):

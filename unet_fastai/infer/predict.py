@@ -15,6 +15,7 @@ from ..io.raster import Raster, read_image
 from ..io.writers import geotiff_writer, feature_collection
 from ..io.geometry import tile_starts, scaled_shape
 # torch, fastai and the model are imported where they are used, so that the command line checks its files first
+from ..spec import model_spec
 
 # %% auto #0
 __all__ = ['TTA', 'PALETTE', 'scene_rgb', 'blend_window', 'resize_bilinear', 'tta_fn', 'model_bands', 'predict_strips',
@@ -61,10 +62,9 @@ def _model_fn(learn):
     "uint8 tiles (n, h, w, c) → class probabilities (n, C, h, w) float32: the learner's normalisation, device, bf16 on a GPU"
     import torch
     from unet_fastai.train.metrics import class_probs
-    from unet_fastai.train.models import input_stats
-    model = learn.model.eval()
+    model, spec = learn.model.eval(), model_spec(learn)
     dev = next(model.parameters()).device
-    mean, std = (t.to(dev) for t in input_stats(learn))
+    mean, std = (torch.tensor(v or d, device=dev).view(1, -1, 1, 1) for v, d in ((spec.mean, [0.]), (spec.std, [1.])))
     amp = dev.type == 'cuda'
     def f(tiles):
         x = (torch.from_numpy(tiles).to(dev).permute(0, 3, 1, 2).float() / 255 - mean) / std
@@ -197,7 +197,7 @@ def _argmax0(p:np.ndarray)->np.ndarray:
 
 def model_bands(learn, bands=None)->list:
     "The bands to read for `learn`: `bands` if given, else those it was trained on (from `prepare --bands`), else None (the first three)"
-    return bands or (getattr(learn, 'predict_defaults', {}) or {}).get('bands')
+    return bands or model_spec(learn).bands
 
 def _scene(learn, image, bands=None, nodata=None)->Raster:
     "`image` (a `Raster`, file or array) as a `Raster` of the bands `learn` takes"
@@ -215,14 +215,13 @@ def predict_strips(learn, # a fastai U-Net learner from `train_segmentation` or 
                    stats:dict=None, # if given, seconds spent are added to it: 'model_s' (forward passes), 'read_wait_s' (waiting for the scene)
                   ):
     "Yield (rows, class mask (rows, W) uint8, probabilities (C, rows, W) float32) of a scene, top to bottom"
-    from unet_fastai.train.models import learner_codes, learner_n_in
-    d = getattr(learn, 'predict_defaults', {}) or {}
-    tile = d.get('tile', 0) if tile is None else tile
-    if size is None and scale is None: size, scale = d.get('size'), d.get('scale')
+    spec = model_spec(learn)
+    tile = spec.tile if tile is None else tile
+    if size is None and scale is None: size, scale = spec.size, spec.scale
     overlap = tile // 4 if overlap is None else overlap
     if tile % 32: raise ValueError(f"tile must be a multiple of 32 (the U-Net halves the size 5 times), not {tile}")
     if tile and not 0 <= overlap < tile: raise ValueError(f"overlap must be in 0..{tile - 1}")
-    n_in, got = learner_n_in(learn), len(scene.bands)
+    n_in, got = spec.n_in, len(scene.bands)
     if got != n_in and not (got == 1 and n_in == 3):  # a gray scene is repeated to RGB
         raise BadInputError(f"{scene.name}: {got} band(s) read (bands {','.join(map(str, scene.bands))}), but the model takes "
                             f"{n_in} bands; pass --bands with {n_in} band numbers")
@@ -232,7 +231,7 @@ def predict_strips(learn, # a fastai U-Net learner from `train_segmentation` or 
     f = _timed(tta_fn(f, tta), stats, 'model_s')
     get = _ReadAhead(_model_rows(scene, hm, wm, max(wm, tile) if tile else wm + -wm % 32), hm, stats)
     try:
-        strips = _probability_strips(f, get, hm, wm, tile, overlap, bs, len(learner_codes(learn)))
+        strips = _probability_strips(f, get, hm, wm, tile, overlap, bs, len(spec.codes))
         for rows, p in _resized_strips(strips, hm, wm, h, w):
             mask = _argmax0(p)
             if scene.has_nodata:
@@ -249,10 +248,9 @@ def predict_scene(learn, # a learner or `OnnxSegmenter`, as for `predict_strips`
                   **kwargs, # tile, overlap, bs, size, scale, tta, stats: see `predict_strips`
                  )->tuple: # (class mask uint8 (H,W), probabilities float16 (C,H,W) or None), at the input size
     "Class mask and probabilities of a scene of any size, by blended sliding-window prediction"
-    from unet_fastai.train.models import learner_codes
     scene = _scene(learn, image, bands, nodata)
     mask = np.empty((scene.height, scene.width), np.uint8)
-    probs = np.empty((len(learner_codes(learn)), scene.height, scene.width), np.float16) if with_probs else None
+    probs = np.empty((len(model_spec(learn).codes), scene.height, scene.width), np.float16) if with_probs else None
     try:
         for rows, m, p in predict_strips(learn, scene, **kwargs):
             mask[rows] = m
@@ -273,8 +271,7 @@ def predict_geotiff(learn, # a learner or `OnnxSegmenter`
                     **kwargs, # tile, overlap, bs, size, scale, tta: see `predict_strips`
                    ):
     "Stream the prediction of `scene` into Cloud-Optimised GeoTIFFs with its CRS and transform; rows are written in a background thread"
-    from unet_fastai.train.models import learner_codes
-    codes = learner_codes(learn)
+    codes = model_spec(learn).codes
     with ExitStack() as stack:
         m = stack.enter_context(geotiff_writer(mask_path, scene, nodata=NODATA))
         m.write_colormap(1, {i: (*PALETTE[i % len(PALETTE)], 255) for i in range(len(codes))})

@@ -176,14 +176,15 @@ class StopOnDivergence(Callback):
     def __init__(self, factor:float=100, # training loss over the reference that stops the run
                  valid_factor:float=1e6, # validation loss over it that stops the run
                  n:int=5, # first training batches: the reference is the lowest of their losses
-                ): self.factor, self.valid_factor, self.n, self.first, self.said = factor, valid_factor, n, [], None
+                lr:float=None, # the run's learning rate, for the advice (a tenth of it)
+                ): self.factor, self.valid_factor, self.n, self.lr, self.first, self.said = factor, valid_factor, n, lr, [], None
     def after_loss(self):
         loss = float(self.loss.detach())
         if self.training and len(self.first) < self.n and math.isfinite(loss): self.first.append(loss)
         ref = min(self.first) if self.first else math.inf
         bad = not math.isfinite(loss) or loss > (self.factor if self.training else self.valid_factor) * ref
         if not sum_over_processes(torch.tensor([float(bad)])).item(): return  # every process decides alike
-        lr, best = getattr(self.learn, 'lr_used', None), Path(self.learn.path)/'best.pth'
+        lr, best = self.lr, Path(self.learn.path)/'best.pth'
         self.said = (f"training diverged at epoch {self.epoch + 1}: {'training' if self.training else 'validation'} loss {loss:.3g} "
                      f"(the first batches': {ref:.3g}){f'; the best model so far is in {best}' if best.exists() else ''}. "
                      "Try a lower --lr" + (f", e.g. {lr / 10:g}" if lr else ''))

@@ -17,10 +17,12 @@ from .distributed import is_main
 from .models import Unet, lean_unet, classic_unet, unet_split
 from .metrics import acc_novoid, miou, dice, RelaxedMetric, ValidLoss, n_classes
 from .losses import seg_loss
+from ..spec import ModelSpec, model_spec
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'PretrainedWeightsError', 'hub_weights_file', 'imagenet_state_dict', 'load_encoder_weights',
-           'default_metrics', 'torchvision_arch', 'CompileModel', 'seg_model', 'seg_learner']
+           'default_metrics', 'torchvision_arch', 'CompileModel', 'seg_model', 'seg_learner', 'Described',
+           'input_stats', 'describe']
 
 # %% ../../nbs/16_train.learner.ipynb #283d902b
 class PretrainedWeightsError(BadInputError):
@@ -133,9 +135,29 @@ def seg_learner(dls, # from `segmentation_dls` (has `.codes` and `.void`)
                         splitter=unet_split, path=path, model_dir='.', **kwargs)
     learn.recorder.loss = ValidLoss()  # the validation loss of the whole set, also on several processes
     if channels_last: learn.add_cb(ChannelsLast())
-    learn.precision = _precision(precision)
-    if learn.precision != 'fp32': learn = learn.to_bf16() if learn.precision == 'bf16' else learn.to_fp16()
+    precision = _precision(precision)
+    if precision != 'fp32': learn = learn.to_bf16() if precision == 'bf16' else learn.to_fp16()
     if compile and torch.cuda.is_available(): learn.add_cb(CompileModel())
     elif compile and is_main(): print("compile=True: ignored on a CPU (torch.compile is used on CUDA only)")
-    learn.codes, learn.void = dls.codes, dls.void
+    mean, std = input_stats(dls)
+    learn.add_cb(Described(ModelSpec(list(dls.codes), dls.void, len(mean), mean, std, precision=precision)))
     return learn
+
+# %% ../../nbs/16_train.learner.ipynb #ae05be1b
+class Described(Callback):
+    "Keeps a learner's `ModelSpec` inside it, and so inside the model.pkl of `learn.export`; it does nothing during training"
+    def __init__(self, spec:ModelSpec): self.spec = spec
+
+def input_stats(dls)->tuple:
+    "(mean, std) per band of the `Normalize` of `dls` as lists, ([0, …], [1, …]) without one"
+    from fastai.vision.all import Normalize
+    norm = next((t for t in dls.after_batch.fs if isinstance(t, Normalize)), None)
+    if norm is None: return [0.0] * dls.n_in, [1.0] * dls.n_in
+    return norm.mean.flatten().float().cpu().tolist(), norm.std.flatten().float().cpu().tolist()
+
+def describe(learn, # a learner from `seg_learner`
+             **changes, # `ModelSpec` fields to set
+            )->ModelSpec:
+    "Set fields of `learn`'s description (`train_segmentation` adds what the data and the run decide)"
+    learn.described.spec = model_spec(learn).updated(**changes)
+    return learn.described.spec

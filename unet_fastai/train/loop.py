@@ -21,7 +21,8 @@ from ..io.raster import parse_bands
 from .distributed import init_distributed, is_main, from_main, one_process, distributed
 from .metrics import class_probs, confusion_matrix, cm_report
 from .checkpoint import CHECKPOINT, Checkpoint, StopOnDivergence, fit_phases, read_checkpoint, run_options, save_state, seed_training
-from .learner import seg_learner
+from .learner import seg_learner, describe
+from ..spec import model_spec
 from .pictures import plot_history, read_history, save_fig, show_predictions
 
 
@@ -76,7 +77,7 @@ def train_segmentation(dls, # from `segmentation_dls`
                        resume:bool=False, # continue the run in `out` after its last checkpoint (a new run if there is none)
                        train_seed:int=None, # seed of the weights, augmentation and batch order; None: not seeded
                        show=False, # also show the pictures (in a notebook)
-                       predict_defaults:dict=None, # how `predict_scene` rescales and tiles whole scenes for this model
+                       spec:dict=None, # what the data decide of the model's description (`ModelSpec` fields: tile, size, scale, bands, nodata, data)
                        config:dict=None, # the options of the whole run (recorded in config.json and checked on resume)
                        wait:bool=False, # if another run is writing into `out`, wait for it to end instead of failing
                        **kwargs, # passed to `seg_learner` (arch, pretrained, weights_path, metrics, ...)
@@ -89,7 +90,7 @@ def train_segmentation(dls, # from `segmentation_dls`
     if train_seed is not None: set_seed(train_seed + rank_distrib())  # the weights
     learn = seg_learner(dls, path=out, **kwargs)
     if train_seed is not None: seed_training(dls, train_seed)  # the batches: the same whatever model was built
-    learn.predict_defaults = predict_defaults or {}
+    describe(learn, **(spec or {}))
     monitor = _check_monitor(learn, monitor)
     opts = run_options(config, dls, n, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, lr_find_iters=lr_find_iters,
                        monitor=monitor, train_seed=train_seed, **kwargs)
@@ -97,12 +98,12 @@ def train_segmentation(dls, # from `segmentation_dls`
         ck = read_checkpoint(out/CHECKPOINT, opts, dls.device) if resume and (out/CHECKPOINT).exists() else None
         if is_main(): _start(learn, out, ck, show)
         if lr is None: lr = ck['lr'] if ck else from_main(_lr_find(learn, lr_find_iters, out, show) if is_main() else None)
-        learn.lr_used = lr
+        describe(learn, recipe={**opts, 'lr_used': lr}, data={'train_items': len(dls.train_ds), 'valid_items': len(dls.valid_ds), **model_spec(learn).data})
         if is_main():
             with atomic_write(out/'config.json') as tmp: tmp.write_text(json.dumps({**opts, 'lr_used': lr}, indent=2))
         best = Checkpoint(monitor, opts, lr)
         if ck: best.restore(ck)
-        cbs = [best, StopOnDivergence()] + ([CSVLogger('history.csv', append=True)] if is_main() else [])
+        cbs = [best, StopOnDivergence(lr=lr)] + ([CSVLogger('history.csv', append=True)] if is_main() else [])
         with distributed(learn): fit_phases(learn, training_phases(epochs, freeze_epochs, lr, pretrained), cbs, ck)
         if is_main():
             _save_fig(plot_history(read_history(out/'history.csv'), freeze_epochs), out/'curves.png', show)
@@ -122,7 +123,7 @@ def training_phases(epochs:int, # epochs with everything trainable
 # %% ../../nbs/20_train.loop.ipynb #43ce8f62
 def evaluate(learn, dl=None)->dict:
     "Accuracy (void excluded), mIoU, macro Dice and per-class IoU of `learn` on `dl` (default: validation set)"
-    dl, n, void = dl or learn.dls.valid, len(learn.dls.codes), learn.void
+    dl, n, void = dl or learn.dls.valid, len(learn.dls.codes), learn.dls.void
     cm = torch.zeros(n, n, dtype=torch.long)
     learn.model.eval()
     with torch.no_grad():
@@ -130,7 +131,7 @@ def evaluate(learn, dl=None)->dict:
     return cm_report(cm, learn.dls.codes, void)
 
 # %% ../../nbs/20_train.loop.ipynb #165b5a62
-@delegates(train_segmentation, but=['predict_defaults'])
+@delegates(train_segmentation, but=['spec'])
 def train_camvid(path=None, # CamVid folder (SegNet or fastai layout); None downloads it with fastai
                  size=(180, 240), # (h, w) for training; CamVid is 360×480
                  bs:int=8, # batch size (per process)
@@ -146,9 +147,9 @@ def train_camvid(path=None, # CamVid folder (SegNet or fastai layout); None down
     dls = camvid_dls(path, size=size, bs=bs, n_train=n_train, n_valid=n_valid, num_workers=num_workers)
     freeze_epochs = ifnone(freeze_epochs, 2 if kwargs.get('pretrained', True) else 0)
     return train_segmentation(dls, out=out, epochs=epochs, freeze_epochs=freeze_epochs,
-                              predict_defaults=whole_frames(size), **kwargs)
+                              spec=whole_frames(size), **kwargs)
 
-@delegates(train_segmentation, but=['predict_defaults'])
+@delegates(train_segmentation, but=['spec'])
 def train_roads(path='data/demo/prepared', # prepared folder (with tiles/) or images/ + masks/ tiles
                 bs:int=8, # batch size (per process)
                 out='models/roads', # output folder
@@ -159,9 +160,9 @@ def train_roads(path='data/demo/prepared', # prepared folder (with tiles/) or im
                ):
     "Train a U-Net on road tiles (road/background); reports Dice, mIoU and the relaxed breakeven"
     dls = roads_dls(path, bs=bs, valid_pct=valid_pct, seed=seed, num_workers=num_workers)
-    return train_segmentation(dls, out=out, predict_defaults=prepared_scale(path), **kwargs)
+    return train_segmentation(dls, out=out, spec=prepared_scale(path), **kwargs)
 
-@delegates(train_segmentation, but=['predict_defaults'])
+@delegates(train_segmentation, but=['spec'])
 def train_pairs(path, # folder of image/mask pairs: images/ + masks/, sat/ + map/, ... (see `find_pairs`)
                 codes=('background', 'foreground'), # class names, index = class
                 mask_map:str='binary', # stored mask values → classes (see `parse_mask_map`)
@@ -179,9 +180,9 @@ def train_pairs(path, # folder of image/mask pairs: images/ + masks/, sat/ + map
     "Train a U-Net on any folder of image/mask pairs"
     dls = pairs_dls(path, codes=list(codes), mask_map=mask_map, mask_suffix=mask_suffix, void=void, size=size, aug=aug, bs=bs,
                     valid_pct=valid_pct, seed=seed, num_workers=num_workers)
-    return train_segmentation(dls, out=out, predict_defaults=whole_frames(size) if size else {}, **kwargs)
+    return train_segmentation(dls, out=out, spec=whole_frames(size) if size else {}, **kwargs)
 
-@delegates(train_segmentation, but=['predict_defaults'])
+@delegates(train_segmentation, but=['spec'])
 def train_scenes(path, # scenes: a folder (images/ + masks/, sat/ + map/, or scenes alone with `labels`), a VRT, a list file or a URL
                  labels:str=None, # vector file of labels (GeoJSON, GeoPackage, Shapefile, ...; any CRS), instead of mask files
                  label_field:str=None, # attribute of `labels` that holds the class, mapped by `parse_mask_map` (default: every feature is class 1)
@@ -213,11 +214,11 @@ def train_scenes(path, # scenes: a folder (images/ + masks/, sat/ + map/, or sce
     dls = scenes_dls(scenes, None if lab else [m for _, _, m in pairs], lab, list(codes), mask_map, size, scale, windows_per_epoch,
                      valid_pct, seed, bands=bands, nodata=nodata, scale16=scale16, aug=aug, bs=bs, num_workers=num_workers)
     d = {'tile': size, 'scale': scale, **({'bands': bands} if bands else {})}
-    return train_segmentation(dls, out=out, predict_defaults=d, **kwargs)
+    return train_segmentation(dls, out=out, spec=d, **kwargs)
 
 def whole_frames(size)->dict:
-    "`predict_defaults` of a model trained on whole frames that a DataBlock resized to `size` (an int is a square, as in fastai)"
-    return {'size': (size, size) if isinstance(size, int) else tuple(size), 'tile': 0}
+    "`spec` of a model trained on whole frames that a DataBlock resized to `size` (an int is a square, as in fastai)"
+    return {'size': [size, size] if isinstance(size, int) else list(size), 'tile': 0}
 
 def prepared_scale(path)->dict:
     """How whole scenes must be rescaled and tiled to match the tiles `prepare` made in `path` (from its prepare.json):
@@ -226,7 +227,8 @@ def prepared_scale(path)->dict:
     f = Path(path)/'prepare.json'
     if not f.is_file(): return {}
     p = json.loads(f.read_text())
-    d = {'tile': p['tile']} if p['tile'] else {}
+    d = {'data': {'path': str(Path(path).resolve()), 'prepare': p}, 'nodata': p.get('nodata')}
+    if p['tile']: d['tile'] = p['tile']
     if p.get('bands'): d['bands'] = p['bands']  # the bands the tiles were made of
     longest = {max(s) for s in p.get('scene_sizes', [])}
     if p.get('scale'): d['scale'] = p['scale']

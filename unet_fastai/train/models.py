@@ -13,8 +13,7 @@ from fastai.vision.learner import _update_first_layer
 from torchvision.models import resnet34
 
 # %% auto #0
-__all__ = ['INITS', 'double_conv', 'UpBlock', 'Unet', 'unet_split', 'resnet_stages', 'lean_unet', 'init_decoder', 'classic_unet',
-           'learner_codes', 'input_stats', 'learner_n_in']
+__all__ = ['INITS', 'double_conv', 'UpBlock', 'Unet', 'unet_split', 'resnet_stages', 'lean_unet', 'init_decoder', 'classic_unet']
 
 # %% ../../nbs/14_train.models.ipynb #3d2edeef
 def double_conv(ni:int, nf:int)->nn.Sequential:
@@ -116,19 +115,3 @@ def classic_unet(n_out:int, # classes
     chans = [width * 2**i for i in range(depth)]
     stages = [double_conv(in_c, chans[0])] + [nn.Sequential(nn.MaxPool2d(2), double_conv(a, b)) for a, b in zip(chans, chans[1:])]
     return Unet(stages, chans, chans[-2::-1], n_out, up='transpose', head_ks=1, split=depth // 2)
-
-# %% ../../nbs/14_train.models.ipynb #62b3b1fa
-def learner_codes(learn)->list:
-    "Class names of a learner (`learn.codes` from `seg_learner`, else the `MaskBlock` vocabulary)"
-    return list(getattr(learn, 'codes', None) or learn.dls.vocab)
-
-def input_stats(learn)->tuple:
-    "(mean, std) of the learner's `Normalize`, shaped (1, C, 1, 1) on the CPU; (0, 1) without one"
-    from fastai.vision.all import Normalize
-    norm = next((t for t in learn.dls.after_batch.fs if isinstance(t, Normalize)), None)
-    if norm is None: return torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
-    return norm.mean.view(1, -1, 1, 1).float().cpu(), norm.std.view(1, -1, 1, 1).float().cpu()
-
-def learner_n_in(learn)->int:
-    "Bands the model takes: an `OnnxSegmenter`'s `n_in`, else the size of the learner's input normalisation"
-    return getattr(learn, 'n_in', None) or input_stats(learn)[0].shape[1]

@@ -13,7 +13,7 @@ __all__ = ['NOT_OPTIONS', 'option_names', 'option_type', 'takes_null', 'check_va
            'read_config', 'train_from_config']
 
 # %% ../../nbs/19_train.options.ipynb #c2617521
-NOT_OPTIONS = ('show', 'config', 'metrics', 'loss_func', 'predict_defaults', 'cbs')
+NOT_OPTIONS = ('show', 'config', 'metrics', 'loss_func', 'spec', 'cbs')
 
 def option_names(fn)->list:
     "The options of training function `fn`: its parameters that a YAML file or a command line can give"

@@ -52,8 +52,8 @@ def show_predictions(learn, n:int=4)->plt.Figure:
     fig, axs = plt.subplots(n, 3, figsize=(9, 2.6 * n), squeeze=False)
     for i in range(n):
         for ax, im, t in zip(axs[i], (imgs[i].permute(1, 2, 0),
-                                      _mask_rgb(yb[i].cpu(), len(learn.dls.codes), learn.void),
-                                      _mask_rgb(pred[i], len(learn.dls.codes), learn.void)), ('image', 'truth', 'prediction')):
+                                      _mask_rgb(yb[i].cpu(), len(learn.dls.codes), learn.dls.void),
+                                      _mask_rgb(pred[i], len(learn.dls.codes), learn.dls.void)), ('image', 'truth', 'prediction')):
             ax.imshow(im); ax.axis('off')
             if i == 0: ax.set_title(t)
     fig.tight_layout()
