@@ -7,7 +7,7 @@ building the model, so a model that draws more random numbers does not change th
 without void, mIoU and the classes left at IoU 0 (validation, best epoch by mIoU); then per configuration the mean and
 spread over seeds, and the time to quality: wall-clock minutes from the start of training (validation included) until
 the validation mIoU first reaches 0.35 and 0.45. `--curve F.png` draws mIoU against those minutes.
-The default 10 epochs are the 3-minute budget on the 2-core CPU (an epoch: about 16 s on the machine of issue 20, 33 s on
+The default 10 epochs are the 3-minute budget on the 2-core CPU (an epoch: about 16 s on the machine of the published figures, 33 s on
 an earlier one; the first run on the data takes a few seconds more to make the loaders, while the item cache is written).
 These are from-scratch CPU runs (no ImageNet weights); the reference's 93 % accuracy is with a pretrained ResNet34 at
 full size on a GPU. `model=smp` needs the bench extra: pip install -e ".[bench]".

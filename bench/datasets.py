@@ -1,4 +1,4 @@
-"""The reference systems' data sets (issue 5), each trained from scratch for a stated CPU budget, with its metric.
+"""The reference systems' data sets, each trained from scratch for a stated CPU budget, with its metric.
 
     python bench/datasets.py [--only pennfudan,pets,dogs,cityscapes,bsds500] [--out DIR (kept; default: a temp folder)]
 

@@ -1,4 +1,4 @@
-"""The GPU path, checked and measured in one call (issue 24): one script, at most 8 minutes on one H200, one table at
+"""The GPU path, checked and measured in one call: one script, at most 8 minutes on one H200, one table at
 the end (and gpu.json under $OUT when it is set, or --json FILE). Exit status 1 when a check fails.
 
 1. Precision modes (CamVid at 360×480 from ../shared/data/camvid, else generated frames of that size; bs 16, --steps
@@ -96,6 +96,7 @@ def train_mode(data, c, name, work)->dict:
     from fastai.vision.all import set_seed
     from unet_fastai.train.learner import seg_learner
     from unet_fastai.train.loop import evaluate
+    from unet_fastai.spec import model_spec
     dls = dls_of(data, c)
     set_seed(0)
     learn = seg_learner(dls, pretrained=False, path=work/name, **MODES[name])
@@ -106,7 +107,7 @@ def train_mode(data, c, name, work)->dict:
     ips = (c['steps'] - WARMUP) * c['bs'] / (cb.t1 - cb.t0)
     learn.recorder.valid_metrics = True
     out = dict(losses=cb.losses, img_s=ips, finite=all(math.isfinite(l) for l in cb.losses), mIoU=evaluate(learn)['mIoU'],
-               precision=learn.precision)
+               precision=model_spec(learn).precision)
     if name == 'fp32': out['flops'] = step_flops(learn)
     del learn; torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return out

@@ -1,4 +1,4 @@
-"""Data-loader throughput (issue 24): CamVid's training loader alone, img/s with `num_workers` 0, 1 and 2, with the
+"""Data-loader throughput: CamVid's training loader alone, img/s with `num_workers` 0, 1 and 2, with the
 shared item cache (`ItemCache`: decoded, resized items in one memory map per data set) and without it (`cache_mb=0`:
 every image and mask decoded and resized again in every epoch, in every worker, as fastai does).
 

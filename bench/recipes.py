@@ -15,7 +15,7 @@ BSDS500 relaxed ODS (rho 2), roads relaxed breakeven (rho 3) and road IoU (p >= 
 
 Configurations (`--configs`, options of `seg_learner`): `default` is the package's default now (since this bench chose
 it: cross-entropy with the square root of the median-frequency weights + Dice, the same as `sqrt`); `de45657` the
-default of issue 13 (cross-entropy with the median-frequency weights + Dice); `ce` plain cross-entropy (the loss of
+earlier default (cross-entropy with the median-frequency weights + Dice); `ce` plain cross-entropy (the loss of
 074c375, with today's init and schedule); `median-ce` median-frequency weights without Dice. Configurations that come to
 the same loss are trained once and reported under each name; dogs and BSDS500 train with their own BCE + Dice loss,
 so only `default` runs there.

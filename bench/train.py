@@ -1,4 +1,4 @@
-"""Training-speed benchmark (issue 6): img/s of training steps and forward GFLOP/img, same data, same batch; then
+"""Training-speed benchmark: img/s of training steps and forward GFLOP/img, same data, same batch; then
 validation mIoU after the same epochs, so that speed is never bought with quality.
 
 Speed, configurations run interleaved (a b c d e a b c d e ...), median img/s over rounds, ratios against smp (c):
