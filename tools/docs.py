@@ -18,7 +18,8 @@ NBS = ROOT/'nbs'
 
 def notebooks(nbs=NBS)->list:
     "The notebooks in the reader's order: the index, the guides, then the modules' notebooks in the pipeline's order"
-    return sorted(nbs.glob('*.ipynb'), key=lambda p: (p.stem != 'index', p.stem[:2].isdigit(), p.name))
+    return sorted(nbs.glob('*.ipynb'), key=lambda p: (p.stem != 'index', p.stem[:2].isdigit(),
+                                                      GUIDES.index(p.stem) if p.stem in GUIDES else len(GUIDES), p.name))
 
 def _directives(src:str)->tuple:
     "(nbdev directives of a cell's first lines, the source without them)"
@@ -62,7 +63,8 @@ def page(path:Path, stems:set):
 
 STAGES = {'core': 'Foundations', 'workers': 'Foundations', 'io': 'Reading and writing', 'data': 'Data',
           'train': 'Training', 'infer': 'Using a model', 'datasets': 'Reference data sets', 'cli': 'Command line',
-          'all': 'Foundations'}
+          'all': 'Foundations', 'spec': 'Foundations'}
+GUIDES = ('guide', 'faults', 'benchmarks')  # the pages without a module, in the reader's order
 
 def stage(p:Path)->str:
     "The stage a page belongs to: its module's subpackage (`17_train.learner` → Training); pages without a module are guides"
