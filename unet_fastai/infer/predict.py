@@ -14,8 +14,8 @@ from ..core import BadInputError, atomic_write
 from ..io.raster import Raster, read_image
 from ..io.writers import geotiff_writer, feature_collection
 from ..io.geometry import tile_starts, scaled_shape
-# torch, fastai and the model are imported where they are used, so that the command line checks its files first
 from ..spec import model_spec
+# torch, fastai and the model are imported where they are used, so that the command line checks its files first
 
 # %% auto #0
 __all__ = ['TTA', 'PALETTE', 'scene_rgb', 'blend_window', 'resize_bilinear', 'tta_fn', 'model_bands', 'predict_strips',
