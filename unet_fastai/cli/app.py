@@ -10,9 +10,10 @@ import numpy as np
 from ..infer.predict import predict_scene, overlay
 from ..infer.loading import load_model, check_model
 from ..spec import model_spec
+from ..core import BadInputError
 
 # %% auto #0
-__all__ = ['segment_fn', 'make_app', 'serve_app']
+__all__ = ['segment_fn', 'make_app', 'check_port', 'serve_app']
 
 # %% ../../nbs/33_cli.app.ipynb #037a2f92
 def segment_fn(learn)->callable:
@@ -63,6 +64,14 @@ def make_app(model:str, # exported learner (model.pkl) or ONNX model
                         title='unet_fastai', description=f"U-Net segmentation: {', '.join(codes)}",
                         api_name='predict', flagging_mode='never')
 
+def check_port(host:str, port:int):
+    "A `BadInputError` naming `--port` when nothing can listen on `host`:`port` (another program has it)"
+    import socket
+    with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET) as s:
+        try: s.bind((host, port))
+        except OSError as e: raise BadInputError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror}); another program "
+                                                 f"uses it: choose another port, e.g. --port {port + 1}") from None
+
 def serve_app(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
               host:str='127.0.0.1', # address to serve on (0.0.0.0: every interface)
               port:int=7860, # port
@@ -72,5 +81,6 @@ def serve_app(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
               queue:int=32, # requests that may wait; one more is refused with a message ("the queue is full")
              ):
     "Serve a web page that segments uploaded images with a trained U-Net (offline, gradio), with bounded uploads and a queue"
+    check_port(host, port)  # before the model loads: a taken port is one line
     app = make_app(model, max_mpx).queue(default_concurrency_limit=concurrency, max_size=queue)
     app.launch(server_name=host, server_port=port, share=False, inbrowser=False, max_file_size=f'{max_mb:g}mb')

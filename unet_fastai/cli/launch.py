@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse, importlib, json
 from pathlib import Path
 from ..core import BadInputError
+from ..io.geometry import check_tiles
 from .command import UsageError, command_parser, dashed
 
 # %% auto #0
@@ -74,6 +75,7 @@ def parse_command(argv:list, # TASK DATA [--OPTION VALUE ...]
     path = data if is_url(data) else str(Path(data).resolve())
     opts = check_options({**from_file, **args, 'path': path}, fn, f'{prog} {task}')
     if 'out' in opts: opts['out'] = str(Path(opts['out']).resolve())
+    check_tiles(bs=opts.get('bs'))
     return task, fn, opts
 
 # %% ../../nbs/32_cli.launch.ipynb #d121093f

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from ..core import BadInputError, WriteError, atomic_write, folder_lock, is_image_file, remove_temporaries
-from ..io.geometry import StripTiler, parse_tile_name, scaled_shape, tile_name, tile_starts
+from ..io.geometry import StripTiler, check_tiles, parse_tile_name, scaled_shape, tile_name, tile_starts
 from ..io.masks import MaskMap, NODATA, parse_mask_map
 from ..io.raster import Raster, SCALE16, as_source, image_size, is_url, parse_bands, scene_sources, scene_stem
 from ..io.writers import feature_collection, image_path, image_writer, save_image
@@ -260,7 +260,7 @@ def prepare(src:str, # source: a folder (images/ + masks/, sat/ + map/, or image
     "Prepare every scene under `src` into `dst`: PNG, resized and tiled, images and masks (from mask files or vector labels)"
     bands = parse_bands(bands)  # '1,2,3' as a command line gives it, or a list
     if scale16 not in SCALE16: raise ValueError(f"scale16 must be one of {SCALE16}")
-    if tile: tile_starts(tile, tile, overlap)  # validates overlap
+    check_tiles(tile, overlap, zero='no tiles')
     if not labels: parse_mask_map(mask_map)  # validates the spec before any work
     pairs, unpaired = find_pairs(src, mask_suffix)
     lab = label_settings(labels, label_field, mask_map, buffer)

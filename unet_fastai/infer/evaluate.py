@@ -16,6 +16,7 @@ from .predict import predict_scene
 from .loading import load_model, check_model, check_images
 # torch and the metrics are imported in `evaluate_scenes`, so that the command line checks its files first
 from ..spec import model_spec
+from ..io.geometry import check_tiles
 
 # %% auto #0
 __all__ = ['scene_pairs', 'evaluate_scenes', 'format_results', 'evaluate_model']
@@ -109,9 +110,11 @@ def evaluate_model(model:str, # exported learner (model.pkl) or ONNX model (.onn
                   )->dict:
     "Evaluate a trained U-Net on whole scenes (on one process or many, under torchrun): accuracy, IoU, Dice, relaxed breakeven"
     if not (images and (masks or labels)): raise BadInputError("pass --images SCENES and --masks DIR (or --labels FILE)")
+    check_tiles(tile, overlap, bs)
     if labels:
-        lab = vector_labels(labels, label_field, 'identity' if mask_map == 'auto' else mask_map, buffer)
         scenes = scene_sources(images)
+        if not scenes: raise BadInputError(f"{images}: no images found (--images)")
+        lab = vector_labels(labels, label_field, 'identity' if mask_map == 'auto' else mask_map, buffer)
         lab.on_scenes(scenes)
         pairs, mask_map = [(s, lab) for s in scenes], 'identity'
     else: pairs = scene_pairs(images, masks, mask_suffix)

@@ -12,6 +12,7 @@ from fastprogress.fastprogress import progress_bar
 from ..core import BadInputError, atomic_write, remove_temporaries, folder_lock
 from ..io.raster import Raster, parse_bands, scene_sources, scene_stem, image_size
 from ..io.writers import save_image, mosaic_vrt
+from ..io.geometry import check_tiles
 from ..data.prepare import source_signature
 from .predict import predict_scene, predict_geotiff, mask_polygons, overlay, model_bands, TTA
 from .loading import check_model, load_model, check_images
@@ -19,7 +20,8 @@ from .loading import check_model, load_model, check_images
 from ..spec import model_spec
 
 # %% auto #0
-__all__ = ['MARKS', 'FORMATS', 'shard_scenes', 'output_names', 'scene_done', 'mark_done', 'mosaic_outputs', 'predict_scenes']
+__all__ = ['MARKS', 'FORMATS', 'shard_scenes', 'output_names', 'scene_done', 'mark_done', 'finished_stems', 'mosaic_outputs',
+           'predict_scenes']
 
 # %% ../../nbs/24_infer.jobs.ipynb #3b5b25e1
 def shard_scenes(sizes:list, # the work of each scene (its pixels)
@@ -52,6 +54,13 @@ def mark_done(out:Path, stem:str, made:dict, outputs:list):
     "Write the scene's mark, after its outputs are in place"
     with atomic_write(out/MARKS/f'{stem}.json') as t: t.write_text(json.dumps(dict(made=made, outputs=outputs)))
 
+def finished_stems(out:Path)->list:
+    "The scenes of folder `out` whose outputs a run finished (their marks, and the files the marks name): what the mosaic covers"
+    def whole(mark):
+        try: return all((out/f).is_file() for f in json.loads(mark.read_text()).get('outputs', []))
+        except ValueError: return False
+    return sorted(m.stem for m in (out/MARKS).glob('*.json') if whole(m))
+
 # %% ../../nbs/24_infer.jobs.ipynb #d21cd236
 def mosaic_outputs(out:Path, stems:list, probs=False, vector=False)->list:
     "`mosaic.vrt` over the georeferenced scenes' class masks (`mosaic_probs.vrt` over their probabilities) and `polygons.geojson` of all their polygons; the files written"
@@ -62,7 +71,8 @@ def mosaic_outputs(out:Path, stems:list, probs=False, vector=False)->list:
     if not stems: return written
     try:
         written.append(mosaic_vrt([out/f'{s}_mask.tif' for s in stems], out/'mosaic.vrt'))
-        if probs: written.append(mosaic_vrt([out/f'{s}_probs.tif' for s in stems], out/'mosaic_probs.vrt'))
+        with_probs = [out/f'{s}_probs.tif' for s in stems if (out/f'{s}_probs.tif').is_file()]
+        if probs and with_probs: written.append(mosaic_vrt(with_probs, out/'mosaic_probs.vrt'))
     except BadInputError as e: warnings.warn(f"no mosaic of {out}: {e}", stacklevel=2)
     if vector:
         feats, crs = [], set()
@@ -119,6 +129,7 @@ def predict_scenes(model:str, # exported learner (model.pkl) or ONNX model (.onn
     "Predict class masks of scenes of any size with a trained U-Net, on one process or many (torchrun); GeoTIFFs in, COGs and a mosaic out; a rerun resumes"
     if format not in FORMATS: raise BadInputError(f"--format {format}: use one of {', '.join(FORMATS)}")
     if tta not in TTA: raise BadInputError(f"--tta {tta}: use one of {', '.join(map(str, TTA))}")
+    check_tiles(tile, overlap, bs)  # the options, the files: a mistake fails before torch and the model load
     check_model(model)  # the files first: a wrong path fails before torch and the model load
     files, bad = check_images(scene_sources(inputs), skip_bad)
     if not files and not bad: raise BadInputError(f"{' '.join(inputs)}: no images found")
@@ -129,18 +140,18 @@ def predict_scenes(model:str, # exported learner (model.pkl) or ONNX model (.onn
         if is_main(): remove_temporaries(out)  # what killed runs left
         gather(None)  # the others start once it is clean
         share = shard_scenes([h * w for h, w in map(image_size, files)], n)[rank_distrib()]
-        learn, bands = load_model(model), parse_bands(bands)
-        opts = dict(tile=tile, overlap=overlap, size=size, scale=scale, format=format, probs=probs, vector=vector, bands=bands,
-                    nodata=nodata, binary_255=binary_255, tta=tta)
-        made_by, counts = dict(model=source_signature(Path(model)), options=opts), [0, 0]
-        for f in progress_bar([files[i] for i in share], leave=False, display=is_main()):
-            stem, made = scene_stem(f), dict(scene=source_signature(f), **made_by)
-            if not overwrite and scene_done(out, stem, made): counts[1] += 1; continue
+        opts = dict(tile=tile, overlap=overlap, size=size, scale=scale, format=format, probs=probs, vector=vector,
+                    bands=parse_bands(bands), nodata=nodata, binary_255=binary_255, tta=tta)
+        made_by = dict(model=source_signature(Path(model)), options=opts)
+        jobs = [(f, scene_stem(f), dict(scene=source_signature(f), **made_by)) for f in [files[i] for i in share]]
+        todo = [j for j in jobs if overwrite or not scene_done(out, *j[1:])]
+        learn = load_model(model) if todo else None  # a rerun with nothing to do loads no model
+        for f, stem, made in progress_bar(todo, leave=False, display=is_main()):
             (out/MARKS/f'{stem}.json').unlink(missing_ok=True)  # its outputs are being redone
-            mark_done(out, stem, made, _predict_one(learn, f, out, stem, bs=bs, **opts)); counts[0] += 1
-        done, skipped = np.sum(gather(counts), 0)
+            mark_done(out, stem, made, _predict_one(learn, f, out, stem, bs=bs, **opts))
+        done, skipped = np.sum(gather([len(todo), len(jobs) - len(todo)]), 0)
         if is_main():
-            extra = mosaic_outputs(out, [scene_stem(f) for f in files], probs, vector)
+            extra = mosaic_outputs(out, finished_stems(out), probs, vector)  # every scene of the folder, whichever run made it
             print(f"{done} scenes predicted, {skipped} already done, into {out}" + (f" by {n} processes" if n > 1 else '') +
                   ''.join(f"; {p.name}" for p in extra))
             for m in bad: print(f"skipped: {m}")

@@ -13,7 +13,7 @@ from ..io.masks import NODATA
 from ..core import BadInputError, atomic_write
 from ..io.raster import Raster, read_image
 from ..io.writers import geotiff_writer, feature_collection
-from ..io.geometry import tile_starts, scaled_shape
+from ..io.geometry import check_tiles, tile_starts, scaled_shape
 from ..spec import model_spec
 # torch, fastai and the model are imported where they are used, so that the command line checks its files first
 
@@ -221,8 +221,7 @@ def predict_strips(learn, # a fastai U-Net learner from `train_segmentation` or 
     tile = spec.tile if tile is None else tile
     if size is None and scale is None: size, scale = spec.size, spec.scale
     overlap = tile // 4 if overlap is None else overlap
-    if tile % 32: raise ValueError(f"tile must be a multiple of 32 (the U-Net halves the size 5 times), not {tile}")
-    if tile and not 0 <= overlap < tile: raise ValueError(f"overlap must be in 0..{tile - 1}")
+    check_tiles(tile, overlap, bs)
     n_in, got = spec.n_in, len(scene.bands)
     if got != n_in and not (got == 1 and n_in == 3):  # a gray scene is repeated to RGB
         raise BadInputError(f"{scene.name}: {got} band(s) read (bands {','.join(map(str, scene.bands))}), but the model takes "
@@ -266,7 +265,7 @@ PALETTE = np.array([[0, 0, 0], [255, 40, 40], [40, 200, 40], [40, 80, 255], [255
                     [255, 140, 0], [140, 70, 20], [160, 160, 160], [128, 0, 128], [0, 128, 128]], np.uint8)
 
 def predict_geotiff(learn, # a learner or `OnnxSegmenter`
-                    scene:Raster, # the scene, read window by window
+                    scene, # the scene, read window by window: a `Raster`, or a file or URL (its bands those of training)
                     mask_path, # class mask GeoTIFF to write
                     probs_path=None, # also the probabilities (uint8 0..255, a band a class) to this GeoTIFF
                     stats:dict=None, # if given, seconds are added to it (see `predict_strips`), and 'write_wait_s'
@@ -275,11 +274,12 @@ def predict_geotiff(learn, # a learner or `OnnxSegmenter`
     "Stream the prediction of `scene` into Cloud-Optimised GeoTIFFs with its CRS and transform; rows are written in a background thread"
     codes = model_spec(learn).codes
     with ExitStack() as stack:
+        if not isinstance(scene, Raster): scene = stack.enter_context(_scene(learn, scene))
         m = stack.enter_context(geotiff_writer(mask_path, scene, nodata=NODATA))
         m.write_colormap(1, {i: (*PALETTE[i % len(PALETTE)], 255) for i in range(len(codes))})
         m.update_tags(classes=json.dumps(codes), tta=str(kwargs.get('tta', 1)))
         p = stack.enter_context(geotiff_writer(probs_path, scene, count=len(codes), overviews='average')) if probs_path else None
-        for i, c in enumerate(codes if p else []): p.set_band_description(i + 1, str(c))
+        if p: _describe_bands(p, codes)
         writer, pending = stack.enter_context(ThreadPoolExecutor(1)), []  # closed (all rows written) before the files
         for rows, mask, prob in predict_strips(learn, scene, stats=stats, **kwargs):
             pending.append(writer.submit(_write_rows, m, p, rows, mask, prob, scene.has_nodata))
@@ -287,6 +287,13 @@ def predict_geotiff(learn, # a learner or `OnnxSegmenter`
             while len(pending) > 2: pending.pop(0).result()  # at most two strips waiting: memory stays bounded
             _add(stats, 'write_wait_s', time.perf_counter() - t)
         for f in pending: f.result()
+
+def _describe_bands(p, codes:list):
+    "Probability bands that QGIS and gdalinfo show by class name, as gray bands (not a colour photo), with the classes in the metadata"
+    from rasterio.enums import ColorInterp
+    for i, c in enumerate(codes): p.set_band_description(i + 1, str(c))
+    p.colorinterp = [ColorInterp.gray] * len(codes)
+    p.update_tags(classes=json.dumps(codes))
 
 def _write_rows(m, p, rows, mask, prob, nodata:bool):
     "Rows of the mask (and probabilities, no-data masked) into the open GeoTIFFs `m` (and `p`)"

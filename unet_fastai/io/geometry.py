@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 import numpy as np
+from ..core import BadInputError
 
 # %% auto #0
-__all__ = ['scaled_shape', 'tile_starts', 'tile_name', 'parse_tile_name', 'StripTiler', 'tile_array', 'assemble_tiles']
+__all__ = ['scaled_shape', 'tile_starts', 'tile_name', 'parse_tile_name', 'StripTiler', 'tile_array', 'assemble_tiles',
+           'check_tiles']
 
 # %% ../../nbs/06_io.geometry.ipynb #7babf9e9
 def scaled_shape(h:int, w:int, # the scene's size
@@ -69,3 +71,16 @@ def assemble_tiles(tiles:dict)->np.ndarray:
     out = np.zeros((h + first.shape[0], w + first.shape[1], *first.shape[2:]), first.dtype)
     for (y, x), t in tiles.items(): out[y:y + t.shape[0], x:x + t.shape[1]] = t
     return out
+
+# %% ../../nbs/06_io.geometry.ipynb #168496a5
+def check_tiles(tile:int=None, # tile size (None: not given)
+                overlap:int=None, # pixels shared by neighbouring tiles (None: not given)
+                bs:int=None, # items per batch (None: not given)
+                zero:str='whole images', # what tile 0 means to the command
+               ):
+    "A `BadInputError` naming the option when `tile`, `overlap` or `bs` cannot work"
+    if tile is not None and (not isinstance(tile, int) or tile < 0 or tile % 32):
+        raise BadInputError(f"--tile {tile}: use a positive multiple of 32 (the U-Net halves the size 5 times), or 0 for {zero}")
+    if overlap is not None and tile and not 0 <= overlap <= tile // 2:
+        raise BadInputError(f"--overlap {overlap}: use 0 to {tile // 2} with --tile {tile} (at most half a tile)")
+    if bs is not None and bs < 1: raise BadInputError(f"--bs {bs}: use 1 or more")
