@@ -34,7 +34,7 @@ class SceneSet:
                  max_open:int=64, # scenes kept open in a process (the least recently used are closed)
                 ):
         self.scenes, self.masks, self.labels, self.max_open = list(scenes), masks, labels, max_open
-        self.mask_map = parse_mask_map(mask_map)
+        self.mask_map = None if labels else parse_mask_map(mask_map)  # labels map their values themselves (text too: `vector_labels`)
         self.read_kw = dict(bands=bands, nodata=nodata, scale16=scale16)
         self._open, self._pid = OrderedDict(), None
 
