@@ -7,7 +7,7 @@ resized to --size (the recipe's 180×240 by default), batch --bs, fastai's batch
 runs there). Each configuration runs in a fresh process (its own peak RSS, its workers' included) with a fresh cache
 folder, so its "build" time includes writing the cache; the configurations alternate over --rounds and the median is
 reported, with the ratio against workers 0 without the cache. The batches with and without the cache are the same
-(tested in nbs/11_data.blocks.ipynb); this script checks it again for the first batch of each worker count.
+(tested in nbs/12_data.blocks.ipynb); this script checks it again for the first batch of each worker count.
 
     python bench/loader.py [--size 180 240] [--bs 8] [--workers 0 1 2] [--epochs 2] [--rounds 2] [--data DIR]
 """

@@ -12,9 +12,9 @@ def site(tmp_path_factory):
 
 def test_every_notebook_has_a_page_with_its_outputs_and_api(site):
     assert sorted(p.stem for p in site.glob('*.html')) == sorted(p.stem for p in (ROOT/'nbs').glob('*.ipynb'))
-    learner = (site/'17_train.learner.html').read_text()
+    learner = (site/'18_train.learner.html').read_text()
     assert 'seg_learner' in learner and 'local ImageNet weights file for' in learner  # show_doc of a docmented parameter
-    assert 'href="16_train.losses.html"' in learner  # `16_train.losses` in the text links to its page
+    assert 'href="17_train.losses.html"' in learner  # `17_train.losses` in the text links to its page
     assert not re.search(r'#\| (export|hide|default_exp)', learner)  # nbdev's directives are not shown
     pictures = [p.name for p in site.glob('*.html') if 'src="data:image/png' in p.read_text()]
     assert len(pictures) >= 8, f"the notebooks' pictures are missing (pages with one: {pictures}); run tools/docs.py --execute"
@@ -35,8 +35,8 @@ def test_site_in_a_browser(site, browser, tmp_path):
     except Exception: pass  # the assertion below says what there is
     nav = browser.find_elements('css selector', 'nav a')
     assert len(nav) == pages, [a.text for a in nav]  # the site's title and a link per page but the index
-    next(a for a in nav if a.get_attribute('title') == '17_train.learner').click()  # its title shown, its name in the tooltip
-    assert browser.current_url.endswith('17_train.learner.html')
+    next(a for a in nav if a.get_attribute('title') == '18_train.learner').click()  # its title shown, its name in the tooltip
+    assert browser.current_url.endswith('18_train.learner.html')
     assert 'learner' in browser.find_element('css selector', 'h1').text.lower()
     assert browser.execute_script("return [...document.images].every(i => i.complete && i.naturalWidth > 0)")
-    browser.save_screenshot(str(tmp_path/'17_train.learner.png'))
+    browser.save_screenshot(str(tmp_path/'18_train.learner.png'))

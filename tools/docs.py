@@ -40,7 +40,7 @@ def _api(src:str, module)->str:
     return '\n\n'.join(out)
 
 def _link_notebooks(md:str, stems:set)->str:
-    "`17_train.learner` (a notebook's name in backticks) becomes a link to its page"
+    "`18_train.learner` (a notebook's name in backticks) becomes a link to its page"
     return re.sub(r'(?<!\[)`(\w+)`', lambda m: f'[`{m[1]}`]({m[1]}.html)' if m[1] in stems else m[0], md)
 
 def page(path:Path, stems:set):
@@ -67,7 +67,7 @@ STAGES = {'core': 'Foundations', 'workers': 'Foundations', 'io': 'Reading and wr
 GUIDES = ('guide', 'faults', 'benchmarks')  # the pages without a module, in the reader's order
 
 def stage(p:Path)->str:
-    "The stage a page belongs to: its module's subpackage (`17_train.learner` → Training); pages without a module are guides"
+    "The stage a page belongs to: its module's subpackage (`18_train.learner` → Training); pages without a module are guides"
     name = p.stem.split('_', 1)[-1]
     return STAGES.get(name.split('.')[0], 'Guides') if p.stem[:2].isdigit() else 'Guides'
 

@@ -11,7 +11,7 @@ import importlib, warnings
 # fastai applies `torch.jit.script` at import, which torch 2.14 reports as deprecated on every command: not the user's concern
 warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)
 API = {  # the public names, by the module that defines them, in the order of the pipeline: the one list of them
-    'io.raster': ('Raster', 'scene_sources'), 'io.labels': ('VectorLabels',), 'io.writers': ('mosaic_vrt',),
+    'io.sources': ('scene_sources',), 'io.raster': ('Raster',), 'io.labels': ('VectorLabels',), 'io.writers': ('mosaic_vrt',),
     'data.synthetic': ('write_scenes', 'make_scene'), 'data.prepare': ('prepare', 'find_pairs'),
     'data.blocks': ('segmentation_dls', 'camvid_dls', 'roads_dls', 'pairs_dls'), 'data.windows': ('scenes_dls',),
     'train.models': ('lean_unet', 'classic_unet'), 'train.learner': ('seg_learner',), 'train.options': ('train_from_config',),
