@@ -15,7 +15,7 @@ def tiles(tmp_path_factory):
     return d/'prep'
 
 COMMON = ('--bs', 2, '--freeze-epochs', 0, '--lr', 2e-3, '--pretrained', 'false', '--train-seed', 0)
-OUTPUTS = ['best.pth', 'checkpoint.pth', 'config.json', 'curves.png', 'history.csv', 'model.pkl', 'predictions.png', 'samples.png']
+OUTPUTS = ['best.pth', 'checkpoint.pth', 'config.json', 'curves.png', 'history.csv', 'model.pkl', 'predictions.png', 'reliability.png', 'samples.png']
 
 def run(*args, tmp, env=None):
     "Run a command with its temporary files (torchrun's logs among them) in the test's own folder `tmp`"

@@ -58,7 +58,7 @@ def test_window_training_writes_no_tile(county, model):
     import pandas as pd
     assert len(pd.read_csv(model/'history.csv')) == 3
     assert sorted(p.name for p in county.rglob('*') if p.suffix in ('.png', '.tif')) == [
-        'curves.png', 'predictions.png', 'samples.png', 'scene0.tif', 'scene1.tif']  # pictures; no tile, no mask
+        'curves.png', 'predictions.png', 'reliability.png', 'samples.png', 'scene0.tif', 'scene1.tif']  # pictures; no tile, no mask
     config = json.loads((model/'config.json').read_text())
     assert config['labels'].endswith('roads.geojson') and config['windows_per_epoch'] == 96
 

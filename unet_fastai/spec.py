@@ -32,6 +32,8 @@ class ModelSpec:
     size:list=None # whole images are rescaled to this: [height, width], or an int for their longer side
     scale:float=None # or scenes are rescaled by this factor (the ground resolution of training)
     precision:str='fp32' # the precision it was trained in ('fp32', 'bf16' or 'fp16')
+    temperature:float=None # calibration: the probabilities used are softmax(log p / temperature) (None: as the model gives them)
+    calibration:dict=None # how the temperature was fitted: validation pixels, expected calibration error before and after
     recipe:dict=field(default_factory=dict) # the training options (as in config.json) and the learning rate used
     data:dict=field(default_factory=dict) # what it was trained on: the folder, its preparation (prepare.json), labels
     version:int=SPEC_VERSION # of this description; 0: rebuilt from a model written before descriptions existed

@@ -15,6 +15,8 @@ from ..io.raster import Raster, read_image
 from ..io.writers import geotiff_writer, feature_collection
 from ..io.geometry import check_tiles, tile_starts, scaled_shape
 from ..spec import model_spec
+from ..train.calibration import calibrated
+from .uncertainty import entropy, uncertainty_bands, UNCERTAINTY_BANDS
 # torch, fastai and the model are imported where they are used, so that the command line checks its files first
 
 # %% auto #0
@@ -86,14 +88,18 @@ def _symmetry(a:np.ndarray, k:int, axes:tuple, inverse=False)->np.ndarray:
 
 def tta_fn(f, # uint8 tiles (n, h, w, c) → class probabilities (n, C, h, w)
            n:int=1, # 1 (none), 2 (+ a horizontal flip), 4 (+ the vertical flips) or 8 (every symmetry of the square)
+           spread:bool=False, # also the mean `entropy` of the `n` probabilities, as a last channel (for the mutual information)
+           temperature=None, # the calibration of the probabilities whose entropy is spread (see `calibrated`)
           ):
     "`f` with test-time augmentation: the probabilities averaged over `n` flips and turns of each tile, each undone first"
     if n not in TTA: raise BadInputError(f"--tta {n}: use one of {', '.join(map(str, TTA))}")
-    if n == 1: return f
+    if n == 1 and not spread: return f
     def g(tiles):
-        acc = 0
-        for k in range(n): acc = acc + _symmetry(f(np.ascontiguousarray(_symmetry(tiles, k, (1, 2)))), k, (2, 3), inverse=True)
-        return acc / n
+        acc, h = 0, 0
+        for k in range(n):
+            p = _symmetry(f(np.ascontiguousarray(_symmetry(tiles, k, (1, 2)))), k, (2, 3), inverse=True)
+            acc, h = acc + p, h + entropy(calibrated(p, temperature, axis=1), 1) if spread else 0
+        return np.concatenate([acc / n, (h / n)[:, None]], 1) if spread else acc / n
     return g
 
 # %% ../../nbs/24_infer.predict.ipynb #80b7faf0
@@ -214,9 +220,11 @@ def predict_strips(learn, # a fastai U-Net learner from `train_segmentation` or 
                    size=None, # rescale the scene first: an int is its longer side (aspect ratio kept, as `prepare`), or (h, w)
                    scale:float=None, # or rescale by this factor
                    tta:int=1, # test-time augmentation: 1, 2, 4 or 8 flips and turns of each tile averaged (see `tta_fn`)
+                   uncertainty:bool=False, # also yield the uncertainty map (see `uncertainty_bands`: entropy, and mutual information with `tta` > 1)
+                   calibrate:bool=True, # probabilities calibrated by the model's temperature (`ModelSpec.temperature`), if it has one
                    stats:dict=None, # if given, seconds spent are added to it: 'model_s' (forward passes), 'read_wait_s' (waiting for the scene)
                   ):
-    "Yield (rows, class mask (rows, W) uint8, probabilities (C, rows, W) float32) of a scene, top to bottom"
+    "Yield (rows, class mask (rows, W) uint8, probabilities (C, rows, W) float32, uncertainty (1|2, rows, W) float32 or None) of a scene, top to bottom"
     spec = model_spec(learn)
     tile = spec.tile if tile is None else tile
     if size is None and scale is None: size, scale = spec.size, spec.scale
@@ -229,16 +237,21 @@ def predict_strips(learn, # a fastai U-Net learner from `train_segmentation` or 
     h, w = scene.height, scene.width
     hm, wm = _model_size(h, w, size, scale)
     f = learn.tile_fn() if hasattr(learn, 'tile_fn') else _model_fn(learn)  # a Learner, or e.g. an ONNX model
-    f = _timed(tta_fn(f, tta), stats, 'model_s')
+    spread, n, t = uncertainty and tta > 1, len(spec.codes), spec.temperature if calibrate else None
+    f = _timed(tta_fn(f, tta, spread, t), stats, 'model_s')
     get = _ReadAhead(_model_rows(scene, hm, wm, max(wm, tile) if tile else wm + -wm % 32), hm, stats)
     try:
-        strips = _probability_strips(f, get, hm, wm, tile, overlap, bs, len(spec.codes))
+        strips = _probability_strips(f, get, hm, wm, tile, overlap, bs, n + spread)
         for rows, p in _resized_strips(strips, hm, wm, h, w):
-            mask = _argmax0(p)
+            mask = _argmax0(p[:n])  # the model's classes: a temperature changes none
+            q = calibrated(p[:n], t)  # once blended and resized
+            u = uncertainty_bands(q, p[n] if spread else None) if uncertainty else None
+            p = q
             if scene.has_nodata:
                 ok = scene.valid(rows)
                 mask[~ok] = NODATA; p[:, ~ok] = 0
-            yield rows, mask, p
+                if u is not None: u[:, ~ok] = 0
+            yield rows, mask, p, u
     finally: get.close()
 
 def predict_scene(learn, # a learner or `OnnxSegmenter`, as for `predict_strips`
@@ -246,19 +259,23 @@ def predict_scene(learn, # a learner or `OnnxSegmenter`, as for `predict_strips`
                   with_probs=True, # also return the probabilities (float16)
                   bands:list=None, # bands of a file to use, from 1 (default: those of training, else the first three)
                   nodata=None, # value that marks no-data where every band has it (e.g. 255 for white), besides the file's own
-                  **kwargs, # tile, overlap, bs, size, scale, tta, stats: see `predict_strips`
-                 )->tuple: # (class mask uint8 (H,W), probabilities float16 (C,H,W) or None), at the input size
-    "Class mask and probabilities of a scene of any size, by blended sliding-window prediction"
+                  uncertainty:bool=False, # also return the uncertainty map (float16 (1|2, H, W), see `uncertainty_bands`)
+                  **kwargs, # tile, overlap, bs, size, scale, tta, calibrate, stats: see `predict_strips`
+                 )->tuple: # (class mask uint8 (H,W), probabilities float16 (C,H,W) or None[, uncertainty]), at the input size
+    "Class mask and probabilities (and uncertainty) of a scene of any size, by blended sliding-window prediction"
     scene = _scene(learn, image, bands, nodata)
-    mask = np.empty((scene.height, scene.width), np.uint8)
-    probs = np.empty((len(model_spec(learn).codes), scene.height, scene.width), np.float16) if with_probs else None
+    shape, k = (scene.height, scene.width), 1 + (kwargs.get('tta', 1) > 1)
+    mask = np.empty(shape, np.uint8)
+    probs = np.empty((len(model_spec(learn).codes), *shape), np.float16) if with_probs else None
+    unc = np.empty((k, *shape), np.float16) if uncertainty else None
     try:
-        for rows, m, p in predict_strips(learn, scene, **kwargs):
+        for rows, m, p, u in predict_strips(learn, scene, uncertainty=uncertainty, **kwargs):
             mask[rows] = m
             if with_probs: probs[:, rows] = p
+            if uncertainty: unc[:, rows] = u
     finally:
         if scene is not image: scene.close()
-    return mask, probs
+    return (mask, probs, unc) if uncertainty else (mask, probs)
 
 # %% ../../nbs/24_infer.predict.ipynb #63f22f16
 PALETTE = np.array([[0, 0, 0], [255, 40, 40], [40, 200, 40], [40, 80, 255], [255, 220, 0], [255, 0, 255], [0, 220, 220],
@@ -268,41 +285,54 @@ def predict_geotiff(learn, # a learner or `OnnxSegmenter`
                     scene, # the scene, read window by window: a `Raster`, or a file or URL (its bands those of training)
                     mask_path, # class mask GeoTIFF to write
                     probs_path=None, # also the probabilities (uint8 0..255, a band a class) to this GeoTIFF
+                    uncertainty_path=None, # also the uncertainty map (uint8 0..255: entropy, and mutual information with `tta`) to this GeoTIFF
                     stats:dict=None, # if given, seconds are added to it (see `predict_strips`), and 'write_wait_s'
-                    **kwargs, # tile, overlap, bs, size, scale, tta: see `predict_strips`
+                    **kwargs, # tile, overlap, bs, size, scale, tta, calibrate: see `predict_strips`
                    ):
     "Stream the prediction of `scene` into Cloud-Optimised GeoTIFFs with its CRS and transform; rows are written in a background thread"
-    codes = model_spec(learn).codes
+    spec, tta = model_spec(learn), kwargs.get('tta', 1)
+    codes, calibration = spec.codes, _calibration_tag(spec, kwargs.get('calibrate', True))
     with ExitStack() as stack:
         if not isinstance(scene, Raster): scene = stack.enter_context(_scene(learn, scene))
         m = stack.enter_context(geotiff_writer(mask_path, scene, nodata=NODATA))
         m.write_colormap(1, {i: (*PALETTE[i % len(PALETTE)], 255) for i in range(len(codes))})
         m.update_tags(classes=json.dumps(codes), tta=str(kwargs.get('tta', 1)))
         p = stack.enter_context(geotiff_writer(probs_path, scene, count=len(codes), overviews='average')) if probs_path else None
-        if p: _describe_bands(p, codes)
+        if p: _describe_bands(p, codes, classes=json.dumps(codes), calibration=calibration)
+        bands = UNCERTAINTY_BANDS[:1 + (tta > 1)]
+        u = stack.enter_context(geotiff_writer(uncertainty_path, scene, count=len(bands), overviews='average')) if uncertainty_path else None
+        if u: _describe_bands(u, bands, scale=f"0..255 is 0..log({len(codes)}) nats", tta=str(tta), calibration=calibration)
         writer, pending = stack.enter_context(ThreadPoolExecutor(1)), []  # closed (all rows written) before the files
-        for rows, mask, prob in predict_strips(learn, scene, stats=stats, **kwargs):
-            pending.append(writer.submit(_write_rows, m, p, rows, mask, prob, scene.has_nodata))
+        for rows, mask, prob, unc in predict_strips(learn, scene, uncertainty=u is not None, stats=stats, **kwargs):
+            pending.append(writer.submit(_write_rows, m, (p, u), rows, mask, (prob, unc), scene.has_nodata))
             t = time.perf_counter()
             while len(pending) > 2: pending.pop(0).result()  # at most two strips waiting: memory stays bounded
             _add(stats, 'write_wait_s', time.perf_counter() - t)
         for f in pending: f.result()
 
-def _describe_bands(p, codes:list):
-    "Probability bands that QGIS and gdalinfo show by class name, as gray bands (not a colour photo), with the classes in the metadata"
+def _describe_bands(ds, names:list, **tags):
+    "Bands that QGIS and gdalinfo show by name (a class, 'entropy'), as gray bands (not a colour photo), and `tags` in the metadata"
     from rasterio.enums import ColorInterp
-    for i, c in enumerate(codes): p.set_band_description(i + 1, str(c))
-    p.colorinterp = [ColorInterp.gray] * len(codes)
-    p.update_tags(classes=json.dumps(codes))
+    for i, c in enumerate(names): ds.set_band_description(i + 1, str(c))
+    ds.colorinterp = [ColorInterp.gray] * len(names)
+    ds.update_tags(**tags)
 
-def _write_rows(m, p, rows, mask, prob, nodata:bool):
-    "Rows of the mask (and probabilities, no-data masked) into the open GeoTIFFs `m` (and `p`)"
+def _calibration_tag(spec, calibrate:bool)->str:
+    "What the probabilities' metadata says of their calibration"
+    if not (calibrate and spec.temperature): return 'none: the softmax of the model'
+    fit = spec.calibration or {}
+    return (f"temperature {spec.temperature:.3f} fitted on {fit.get('pixels', '?')} validation pixels "
+            f"(ECE {fit.get('ece_before', float('nan')):.4f} before, {fit.get('ece_after', float('nan')):.4f} after)")
+
+def _write_rows(m, extra:tuple, rows, mask, values:tuple, nodata:bool):
+    "Rows of the mask, and of each open GeoTIFF of `extra` its float 0..1 `values` as uint8 (no-data masked)"
     from rasterio.windows import Window
     win = Window(0, rows.start, mask.shape[1], rows.stop - rows.start)
     m.write(mask[None], window=win)
-    if p is None: return
-    p.write(np.rint(prob * 255).astype(np.uint8), window=win)
-    if nodata: p.write_mask(np.where(mask == NODATA, 0, 255).astype(np.uint8), window=win)
+    for ds, a in zip(extra, values):
+        if ds is None: continue
+        ds.write(np.rint(a * 255).astype(np.uint8), window=win)
+        if nodata: ds.write_mask(np.where(mask == NODATA, 0, 255).astype(np.uint8), window=win)
 
 def mask_polygons(mask_path, # class mask GeoTIFF (from `predict_geotiff`)
                   out, # GeoJSON file to write

@@ -24,6 +24,7 @@ from .checkpoint import CHECKPOINT, Checkpoint, StopOnDivergence, fit_phases, re
 from .learner import seg_learner, describe
 from ..spec import model_spec
 from .pictures import plot_history, read_history, save_fig, show_predictions
+from .calibration import calibrate, reliability_diagram
 
 
 # %% auto #0
@@ -66,6 +67,15 @@ def _lr_find(learn, iters, out, show)->float:
     _save_fig(plt.gcf(), out/'lr_find.png', show)
     return float(sug.valley)
 
+def _calibrate(learn, out, show)->dict:
+    "Fit the temperature on the validation set (`calibrate`), say what it changed, draw reliability.png; the report"
+    report, before, after = calibrate(learn)
+    kept = '' if report['temperature'] != 1 else f" (fitted {report['fitted']:.3f} did not lower the error: not kept)"
+    print(f"calibration on {report['pixels']} validation pixels: temperature {report['temperature']:.3f}{kept}, "
+          f"expected calibration error {report['ece_before']:.4f} → {report['ece_after']:.4f}")
+    _save_fig(reliability_diagram(before, after), out/'reliability.png', show)
+    return report
+
 # %% ../../nbs/22_train.loop.ipynb #70c4897a
 @delegates(seg_learner, but=['path'])
 def train_segmentation(dls, # from `segmentation_dls`
@@ -106,6 +116,8 @@ def train_segmentation(dls, # from `segmentation_dls`
         if ck: best.restore(ck)
         cbs = [best, StopOnDivergence(lr=lr)] + ([CSVLogger('history.csv', append=True)] if is_main() else [])
         with distributed(learn): fit_phases(learn, training_phases(epochs, freeze_epochs, lr, pretrained), cbs, ck)
+        cal = from_main(_calibrate(learn, out, show) if is_main() else None)  # of the best model, kept in its description
+        describe(learn, temperature=cal.pop('temperature'), calibration=cal)
         if is_main():
             _save_fig(plot_history(read_history(out/'history.csv'), freeze_epochs), out/'curves.png', show)
             _save_fig(show_predictions(learn), out/'predictions.png', show)
