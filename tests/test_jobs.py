@@ -34,7 +34,7 @@ def outputs(folder)->dict:
 
 def predict(county, out, *launcher, extra=(), tmp):
     return run(*launcher, command('unet_fastai_predict'), county/'model'/'model.pkl', county/'scenes', '--out', out, '--probs', '--vector',
-               *extra, tmp=tmp)
+               '--uncertainty', *extra, tmp=tmp)
 
 TORCHRUN = (BIN/'torchrun', '--standalone', '--nproc_per_node', 2, '--no-python')
 
@@ -45,8 +45,8 @@ def test_two_processes_share_the_scenes(county, tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count('5 scenes predicted, 0 already done') == 1 and 'by 2 processes' in two.stdout  # one process reports
     a, b = outputs(tmp_path/'one'), outputs(tmp_path/'two')
-    assert sorted(a) == sorted(b) == sorted(['mosaic.vrt', 'mosaic_probs.vrt', 'polygons.geojson'] + [
-        f's{i}_{k}' for i in range(5) for k in ('mask.tif', 'probs.tif', 'mask.geojson')])
+    assert sorted(a) == sorted(b) == sorted(['mosaic.vrt', 'mosaic_probs.vrt', 'mosaic_uncertainty.vrt', 'polygons.geojson'] + [
+        f's{i}_{k}' for i in range(5) for k in ('mask.tif', 'probs.tif', 'mask.geojson', 'uncertainty.tif')])
     for name in a:
         if name.endswith('.vrt'): continue  # they name their folder's files; the same files
         assert a[name] == b[name], name  # the same bytes, whichever process predicted a scene
@@ -67,7 +67,7 @@ def test_evaluate_two_processes_sums_the_counts(county, tmp_path):
 def test_killed_run_resumes(county, tmp_path):
     out = tmp_path/'out'
     p = subprocess.Popen([*map(str, TORCHRUN), command('unet_fastai_predict'), county/'model'/'model.pkl', county/'scenes', '--out', out,
-                          '--probs'], env={**os.environ, 'TMPDIR': str(tmp_path)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          '--probs', '--uncertainty'], env={**os.environ, 'TMPDIR': str(tmp_path)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t = time.time()
     while time.time() - t < 300 and len(list((out/'.predicted').glob('*.json')) if (out/'.predicted').is_dir() else []) < 2: time.sleep(0.05)
     subprocess.run(['pkill', '-KILL', '-f', str(out)])  # every process of the job at once: torchrun's workers have sessions of their own
@@ -76,8 +76,8 @@ def test_killed_run_resumes(county, tmp_path):
     while subprocess.run(['pgrep', '-f', str(out)], capture_output=True).returncode == 0 and time.time() - t < 30: time.sleep(0.05)
     done = {m.stem for m in (out/'.predicted').glob('*.json')}
     assert 2 <= len(done) < 5, done
-    kept = {n: (out/n).stat().st_mtime_ns for s in done for n in (f'{s}_mask.tif', f'{s}_probs.tif')}
-    r = run(command('unet_fastai_predict'), county/'model'/'model.pkl', county/'scenes', '--out', out, '--probs', tmp=tmp_path)
+    kept = {n: (out/n).stat().st_mtime_ns for s in done for n in (f'{s}_mask.tif', f'{s}_probs.tif', f'{s}_uncertainty.tif')}
+    r = run(command('unet_fastai_predict'), county/'model'/'model.pkl', county/'scenes', '--out', out, '--probs', '--uncertainty', tmp=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f'{5 - len(done)} scenes predicted, {len(done)} already done' in r.stdout
     assert {n: (out/n).stat().st_mtime_ns for n in kept} == kept  # none redone
@@ -85,4 +85,4 @@ def test_killed_run_resumes(county, tmp_path):
     ref = predict(county, tmp_path/'ref', tmp=tmp_path, extra=())
     assert ref.returncode == 0
     a, b = outputs(out), outputs(tmp_path/'ref')
-    for name in (f's{i}_{k}' for i in range(5) for k in ('mask.tif', 'probs.tif')): assert a[name] == b[name], name
+    for name in (f's{i}_{k}' for i in range(5) for k in ('mask.tif', 'probs.tif', 'uncertainty.tif')): assert a[name] == b[name], name

@@ -23,12 +23,14 @@ def run(*args):
 
 def test_predict_real_scenes(model, tmp_path):
     sat = shared('mass_roads')/'train'/'sat'
-    r = run(command('unet_fastai_predict'), model, sat, '--out', tmp_path, '--binary-255')
+    r = run(command('unet_fastai_predict'), model, sat, '--out', tmp_path, '--binary-255', '--uncertainty')
     assert r.returncode == 0, r.stderr[-3000:]
     for p in sorted(sat.glob('*.png')):
         m = np.asarray(Image.open(tmp_path/f'{p.stem}_mask.png'))
         assert m.shape == (1500, 1500) and set(np.unique(m)) <= {0, 255}
         assert np.asarray(Image.open(tmp_path/f'{p.stem}_overlay.png')).shape == (1500, 1500, 3)
+        u = np.asarray(Image.open(tmp_path/f'{p.stem}_uncertainty.png'))  # photos: the entropy as gray
+        assert u.shape == (1500, 1500) and u.dtype == np.uint8 and u.max() > 0
 
 def test_evaluate_real_scenes(model, tmp_path):
     base = shared('mass_roads')/'train'
@@ -38,6 +40,8 @@ def test_evaluate_real_scenes(model, tmp_path):
     assert res['scenes'] == 2 and res['pixels'] == 2 * 1500 * 1500
     assert 0 <= res['relaxed_breakeven'] <= 1 and set(res['iou']) <= {'background', 'road'}
     assert 'relaxed P/R breakeven (ρ=3)' in r.stdout
+    assert 0 <= res['calibration']['ece'] <= 1 and 0 <= res['uncertainty']['auroc'] <= 1 and 'errors found by entropy (AUROC)' in r.stdout
+    assert res['uncertainty']['error_left']['0%'] == pytest.approx(1 - res['accuracy'])
 
 def test_onnx_same_masks_on_real_scene(model, tmp_path):
     from fastai.learner import load_learner

@@ -18,9 +18,11 @@ from .loading import load_model, check_model, check_images
 # torch and the metrics are imported in `evaluate_scenes`, so that the command line checks its files first
 from ..spec import model_spec
 from ..io.geometry import check_tiles
+from ..train.calibration import CalibrationCounts, calibrated
+from .uncertainty import ErrorCounts
 
 # %% auto #0
-__all__ = ['scene_pairs', 'evaluate_scenes', 'format_results', 'evaluate_model']
+__all__ = ['scene_pairs', 'evaluate_scenes', 'confidence_report', 'format_results', 'evaluate_model']
 
 # %% ../../nbs/26_infer.evaluate.ipynb #5d669b48
 def scene_pairs(images, masks, mask_suffix='')->list:
@@ -38,7 +40,8 @@ def evaluate_scenes(learn, # learner (or `OnnxSegmenter`)
                     void:int=None, # void class of the masks (default: the learner's)
                     **kwargs, # passed to `predict_scene` (tile, overlap, bs, size, scale, bands, nodata)
                    )->dict:
-    """Whole-scene accuracy (void and no-data excluded), IoU per class, mIoU, Dice and, for 2 classes, the relaxed breakeven.
+    """Whole-scene accuracy (void and no-data excluded), IoU per class, mIoU, Dice and, for 2 classes, the relaxed breakeven;
+    the calibration of the probabilities and how well their entropy finds the errors (`confidence_report`).
     In a process group (torchrun) each process scores its share of the scenes and the counts are summed: every process returns the whole"""
     import torch
     from fastai.torch_core import rank_distrib
@@ -51,6 +54,7 @@ def evaluate_scenes(learn, # learner (or `OnnxSegmenter`)
     mm = parse_mask_map(('binary' if n == 2 else 'identity') if mask_map == 'auto' else mask_map)
     binary = n_classes(codes, void) == 2 and rho > 0
     cm, rel = torch.zeros(n, n, dtype=torch.long), RelaxedCounts(rho) if binary else None
+    cal, raw, err = CalibrationCounts(), CalibrationCounts(), ErrorCounts()
     check_images([p for pair in pairs for p in pair if not isinstance(p, VectorLabels)])
     procs = len(gather(None))
     share = shard_scenes([h * w for h, w in (image_size(i) for i, _ in pairs)], procs)[rank_distrib() if procs > 1 else 0]
@@ -58,7 +62,7 @@ def evaluate_scenes(learn, # learner (or `OnnxSegmenter`)
         if isinstance(msk, VectorLabels):
             with Raster(img) as r: truth = msk.for_scene(r).read()[..., 0]
         else: truth = read_mask(msk, mm)
-        pred, probs = predict_scene(learn, img, with_probs=binary, **kwargs)
+        pred, probs, unc = predict_scene(learn, img, uncertainty=True, **kwargs)
         if truth.shape != pred.shape:
             raise BadInputError(f"{msk}: mask is {truth.shape[1]}×{truth.shape[0]} but its image {img} is {pred.shape[1]}×{pred.shape[0]}")
         keep = pred != NODATA  # pixels outside the imagery count as void
@@ -66,9 +70,11 @@ def evaluate_scenes(learn, # learner (or `OnnxSegmenter`)
         top = truth[keep].max(initial=0)
         if top >= n: raise BadInputError(f"{msk}: class {top} but the model has {n} classes; check --mask-map")
         cm += confusion_matrix(torch.from_numpy(pred[keep]), torch.from_numpy(truth[keep]), n)
+        cal.add(probs, truth, keep); err.add(unc[0], pred != truth, keep)
+        if spec.temperature: raw.add(calibrated(probs.astype(np.float32), 1 / spec.temperature), truth, keep)  # the model's own
         if binary: rel.add(torch.from_numpy(probs[1].astype(np.float32)), torch.from_numpy(truth == 1), torch.from_numpy(keep))
     cm, rel = sum_over_processes(cm), rel.summed() if binary else None
-    res = dict(scenes=len(pairs), **cm_report(cm, codes, void))
+    res = dict(scenes=len(pairs), **cm_report(cm, codes, void), **confidence_report(cal.summed(), raw.summed(), err.summed(), spec.temperature))
     if binary:
         thr, prec, rec = rel.curves()
         k = int(np.argmin(np.abs(thr.numpy() - 0.5)))
@@ -77,6 +83,17 @@ def evaluate_scenes(learn, # learner (or `OnnxSegmenter`)
     return res
 
 # %% ../../nbs/26_infer.evaluate.ipynb #be154b10
+def confidence_report(cal:CalibrationCounts, # of the probabilities as predicted
+                      raw:CalibrationCounts, # of the model's own probabilities (empty without a temperature)
+                      err:ErrorCounts, # the right and wrong pixels by entropy
+                      temperature:float=None, # the model's
+                     )->dict:
+    "How far to trust the probabilities: their expected calibration error (and the model's own), and how well the entropy finds the errors"
+    c = dict(temperature=temperature, bins=cal.bins, ece=cal.ece(), ece_uncalibrated=raw.ece() if temperature else cal.ece())
+    rc = err.risk_coverage((0.05, 0.1, 0.2))
+    u = dict(map='entropy', auroc=err.auroc(), error_left={f'{round(s * 100)}%': v for s, v in rc.items()})
+    return dict(calibration=c, uncertainty=u)
+
 def format_results(r:dict)->str:
     "The results of `evaluate_scenes` as a text table"
     rows = [('scenes', r['scenes']), ('pixels (void excluded)', r['pixels']), ('pixel accuracy', r['accuracy']),
@@ -87,6 +104,11 @@ def format_results(r:dict)->str:
         rows += [(f'relaxed precision (ρ={rho}, p≥0.5)', r['relaxed_precision_at_0_5']),
                  (f'relaxed recall (ρ={rho}, p≥0.5)', r['relaxed_recall_at_0_5']),
                  (f'relaxed P/R breakeven (ρ={rho})', r['relaxed_breakeven'])]
+    if 'calibration' in r:
+        c, u = r['calibration'], r['uncertainty']
+        rows += [(f"calibration error (ECE, {c['bins']} bins)", c['ece']), ('calibration error of the model alone', c['ece_uncalibrated']),
+                 ('errors found by entropy (AUROC)', u['auroc'])]
+        rows += [(f'error left, {k} most unsure to a person' if k != '0%' else 'error of all pixels', v) for k, v in u['error_left'].items()]
     w = max(len(k) for k, _ in rows)
     return '\n'.join(f"{k:<{w}}  {v:.4f}" if isinstance(v, float) else f"{k:<{w}}  {v}" for k, v in rows)
 

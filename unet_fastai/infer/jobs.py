@@ -38,10 +38,11 @@ def shard_scenes(sizes:list, # the work of each scene (its pixels)
 # %% ../../nbs/25_infer.jobs.ipynb #44d7c1f1
 MARKS = '.predicted'  # DIR/.predicted/<stem>.json: the outputs of a scene and what made them
 
-def output_names(stem:str, geo:bool, probs=False, vector=False)->list:
-    "The files a scene gets: `<stem>_mask.tif` (+ `_probs.tif`, `_mask.geojson`) for GeoTIFF outputs, else `<stem>_mask.png` + `_overlay.png`"
-    if not geo: return [f'{stem}_mask.png', f'{stem}_overlay.png']
-    return [f'{stem}_mask.tif'] + [f'{stem}_probs.tif'] * bool(probs) + [f'{stem}_mask.geojson'] * bool(vector)
+def output_names(stem:str, geo:bool, probs=False, vector=False, uncertainty=False)->list:
+    "The files a scene gets: `<stem>_mask.tif` (+ `_probs.tif`, `_mask.geojson`, `_uncertainty.tif`) for GeoTIFF outputs, else `<stem>_mask.png` + `_overlay.png` (+ `_uncertainty.png`)"
+    if not geo: return [f'{stem}_mask.png', f'{stem}_overlay.png'] + [f'{stem}_uncertainty.png'] * bool(uncertainty)
+    return ([f'{stem}_mask.tif'] + [f'{stem}_probs.tif'] * bool(probs) + [f'{stem}_mask.geojson'] * bool(vector) +
+            [f'{stem}_uncertainty.tif'] * bool(uncertainty))
 
 def scene_done(out:Path, stem:str, made:dict)->bool:
     "Whether the scene's mark says its outputs were made by `made` (scene, model, options) and they are all there"
@@ -63,8 +64,8 @@ def finished_stems(out:Path)->list:
     return sorted(m.stem for m in (out/MARKS).glob('*.json') if whole(m))
 
 # %% ../../nbs/25_infer.jobs.ipynb #d21cd236
-def mosaic_outputs(out:Path, stems:list, probs=False, vector=False)->list:
-    "`mosaic.vrt` over the georeferenced scenes' class masks (`mosaic_probs.vrt` over their probabilities) and `polygons.geojson` of all their polygons; the files written"
+def mosaic_outputs(out:Path, stems:list, probs=False, vector=False, uncertainty=False)->list:
+    "`mosaic.vrt` over the georeferenced scenes' class masks (`mosaic_probs.vrt`, `mosaic_uncertainty.vrt` over their probabilities, uncertainty) and `polygons.geojson` of all their polygons; the files written"
     def placed(s):  # a GeoTIFF mask with a CRS (not one of `--format tif` for an image without coordinates)
         if not (out/f'{s}_mask.tif').is_file(): return False
         with Raster(out/f'{s}_mask.tif') as r: return r.crs is not None
@@ -72,8 +73,9 @@ def mosaic_outputs(out:Path, stems:list, probs=False, vector=False)->list:
     if not stems: return written
     try:
         written.append(mosaic_vrt([out/f'{s}_mask.tif' for s in stems], out/'mosaic.vrt'))
-        with_probs = [out/f'{s}_probs.tif' for s in stems if (out/f'{s}_probs.tif').is_file()]
-        if probs and with_probs: written.append(mosaic_vrt(with_probs, out/'mosaic_probs.vrt'))
+        for kind, asked in (('probs', probs), ('uncertainty', uncertainty)):
+            have = [out/f'{s}_{kind}.tif' for s in stems if (out/f'{s}_{kind}.tif').is_file()]
+            if asked and have: written.append(mosaic_vrt(have, out/f'mosaic_{kind}.vrt'))
     except BadInputError as e: warnings.warn(f"no mosaic of {out}: {e}", stacklevel=2)
     if vector:
         feats, crs = [], set()
@@ -92,19 +94,21 @@ def mosaic_outputs(out:Path, stems:list, probs=False, vector=False)->list:
 # %% ../../nbs/25_infer.jobs.ipynb #e1c34342
 FORMATS = ('auto', 'tif', 'png')
 
-def _predict_one(learn, src, out:Path, stem:str, format, probs, vector, binary_255, bands, nodata, **kw)->list:
+def _predict_one(learn, src, out:Path, stem:str, format, probs, vector, uncertainty, binary_255, bands, nodata, **kw)->list:
     "Predict scene `src` into `out`; the names of its outputs"
     with Raster(src, bands=model_bands(learn, bands), nodata=nodata) as scene:
         geo = format == 'tif' or (format == 'auto' and scene.georeferenced)
-        names = output_names(stem, geo, probs, vector)
+        names = output_names(stem, geo, probs, vector, uncertainty)
         if geo:
-            predict_geotiff(learn, scene, out/names[0], out/f'{stem}_probs.tif' if probs else None, **kw)
+            predict_geotiff(learn, scene, out/names[0], out/f'{stem}_probs.tif' if probs else None,
+                            out/f'{stem}_uncertainty.tif' if uncertainty else None, **kw)
             if vector: mask_polygons(out/names[0], out/f'{stem}_mask.geojson')
             return names
-        mask, _ = predict_scene(learn, scene, with_probs=False, **kw)
+        mask, _, *unc = predict_scene(learn, scene, with_probs=False, uncertainty=uncertainty, **kw)
         img = scene.image()  # decoded already (PNG/JPEG are read whole)
     save_image((mask == 1).astype(np.uint8) * 255 if binary_255 and len(model_spec(learn).codes) == 2 else mask, out/names[0])
     save_image(overlay(img, mask), out/names[1])
+    if uncertainty: save_image(np.rint(unc[0][0].astype(np.float32) * 255).astype(np.uint8), out/names[2])  # the entropy, as gray
     return names
 
 # %% ../../nbs/25_infer.jobs.ipynb #12312d6b
@@ -119,6 +123,7 @@ def predict_scenes(model:str, # exported learner (model.pkl) or ONNX model (.onn
                    format:str='auto', # 'auto' (GeoTIFF for georeferenced scenes, else PNG), 'tif' or 'png'
                    probs:bool=False, # GeoTIFF outputs: also the class probabilities, <stem>_probs.tif
                    vector:bool=False, # GeoTIFF outputs: also the classes as polygons, <stem>_mask.geojson and polygons.geojson
+                   uncertainty:bool=False, # also where the model is unsure: <stem>_uncertainty.tif (entropy; with --tta also mutual information) or .png (entropy)
                    bands:str=None, # bands to read, numbered from 1, e.g. 1,2,3 (default: those of training, else the first three)
                    nodata:int=None, # pixel value that marks no-data where every band has it, e.g. 255 (white)
                    binary_255:bool=False, # PNG outputs: write 2-class masks as 0/255 instead of 0/1 (no-data as 0)
@@ -141,7 +146,7 @@ def predict_scenes(model:str, # exported learner (model.pkl) or ONNX model (.onn
         if is_main(): remove_temporaries(out)  # what killed runs left
         gather(None)  # the others start once it is clean
         share = shard_scenes([h * w for h, w in map(image_size, files)], n)[rank_distrib()]
-        opts = dict(tile=tile, overlap=overlap, size=size, scale=scale, format=format, probs=probs, vector=vector,
+        opts = dict(tile=tile, overlap=overlap, size=size, scale=scale, format=format, probs=probs, vector=vector, uncertainty=uncertainty,
                     bands=parse_bands(bands), nodata=nodata, binary_255=binary_255, tta=tta)
         made_by = dict(model=source_signature(Path(model)), options=opts)
         jobs = [(f, scene_stem(f), dict(scene=source_signature(f), **made_by)) for f in [files[i] for i in share]]
@@ -152,7 +157,7 @@ def predict_scenes(model:str, # exported learner (model.pkl) or ONNX model (.onn
             mark_done(out, stem, made, _predict_one(learn, f, out, stem, bs=bs, **opts))
         done, skipped = np.sum(gather([len(todo), len(jobs) - len(todo)]), 0)
         if is_main():
-            extra = mosaic_outputs(out, finished_stems(out), probs, vector)  # every scene of the folder, whichever run made it
+            extra = mosaic_outputs(out, finished_stems(out), probs, vector, uncertainty)  # every scene of the folder, whichever run made it
             print(f"{done} scenes predicted, {skipped} already done, into {out}" + (f" by {n} processes" if n > 1 else '') +
                   ''.join(f"; {p.name}" for p in extra))
             for m in bad: print(f"skipped: {m}")

@@ -18,7 +18,7 @@ __all__ = ['VECTOR_FORMATS', 'feature_classes', 'VectorLabels', 'SceneLabels', '
 # %% ../../nbs/08_io.labels.ipynb #08fc8583
 VECTOR_FORMATS = 'GeoJSON, GeoPackage, Shapefile, FlatGeobuf or another format GDAL/OGR reads'
 
-def _read_vectors(path, field=None)->tuple: # (geometries, field values or None, CRS or None)
+def _read_vectors(path, field=None)->tuple: # (geometries, field values or None, CRS or None, feature ids)
     "The features of the first layer of vector file `path`: shapely geometries (None where a feature has none) and `field`'s values"
     import pyogrio, shapely
     from pyogrio.errors import DataSourceError, DataLayerError
@@ -30,8 +30,8 @@ def _read_vectors(path, field=None)->tuple: # (geometries, field values or None,
     fields = list(info['fields'])
     if field is not None and field not in fields:
         raise BadInputError(f"{path}: no attribute {field!r}; its attributes are {', '.join(fields) or '(none)'}: pass one of them as --label-field")
-    meta, _, wkb, values = pyogrio.raw.read(path, columns=[field] if field else [])
-    return shapely.from_wkb(wkb), values[0] if field else None, meta['crs']
+    meta, fids, wkb, values = pyogrio.raw.read(path, columns=[field] if field else [], return_fids=True)
+    return shapely.from_wkb(wkb), values[0] if field else None, meta['crs'], np.asarray(fids)
 
 def _text_map(spec)->dict:
     "A mask map of text values: a dict, a JSON file or 'value:class,...'"
@@ -95,14 +95,14 @@ class VectorLabels:
         import shapely
         self.path, self.field, self.buffer = Path(path), field, float(buffer)
         if self.buffer < 0: raise BadInputError(f"--buffer {buffer}: give metres >= 0")
-        geoms, values, crs = _read_vectors(self.path, field)
+        geoms, values, crs, fids = _read_vectors(self.path, field)
         name = f"{self.path} ({field})" if field else str(self.path)
         classes = feature_classes(values, len(geoms), mask_map, name)
         none, empty = shapely.is_missing(geoms) | shapely.is_empty(geoms), classes < 0
         if none.any(): warnings.warn(f"{self.path}: {none.sum()} of {len(geoms)} features have no geometry; left out", stacklevel=2)
         if (empty & ~none).any(): warnings.warn(f"{name}: {(empty & ~none).sum()} features have no value; left out", stacklevel=2)
         keep = ~none & ~empty
-        self.geoms, self.classes, self.crs = geoms[keep], classes[keep].astype(np.uint8), _crs(crs)
+        self.geoms, self.classes, self.crs, self.fids = geoms[keep], classes[keep].astype(np.uint8), _crs(crs), fids[keep]  # fids: as OGR numbers them
         if not len(self.geoms): raise BadInputError(f"{self.path}: no feature with a geometry and a class")
         bad = ~shapely.is_valid(self.geoms)
         if bad.any():
@@ -151,7 +151,7 @@ class SceneLabels:
         import shapely
         crs = _scene_crs(scene)
         near = labels.tree.query(shapely.box(*labels._footprint(scene)), predicate='intersects')
-        geoms, self.classes = labels.geoms[near], labels.classes[near]
+        geoms, self.classes, self.fids = labels.geoms[near], labels.classes[near], labels.fids[near]
         self.name, self.height, self.width, self.transform = f"{labels.path} on {scene.name}", scene.height, scene.width, scene.transform
         self.crs = crs
         areas = np.isin(shapely.get_type_id(geoms), (3, 6))  # Polygon, MultiPolygon: filled, not buffered
@@ -162,7 +162,7 @@ class SceneLabels:
         clipped = shapely.clip_by_rect(geoms, min(x0, x1) - px, min(y0, y1) - px, max(x0, x1) + px, max(y0, y1) + px)
         keep = ~shapely.is_empty(clipped)
         order = np.argsort(self.classes[keep], kind='stable')  # burned in this order: the highest class wins
-        self.geoms, self.classes = clipped[keep][order], self.classes[keep][order]
+        self.geoms, self.classes, self.fids = clipped[keep][order], self.classes[keep][order], self.fids[keep][order]
         self.tree = shapely.STRtree(self.geoms)
 
     @staticmethod

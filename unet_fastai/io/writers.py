@@ -13,7 +13,7 @@ from ..core import BadInputError, atomic_write
 from .raster import Raster, gdal_env, vips
 
 # %% auto #0
-__all__ = ['image_path', 'image_writer', 'save_image', 'geotiff_writer', 'feature_collection', 'mosaic_vrt']
+__all__ = ['image_path', 'image_writer', 'save_image', 'geotiff_writer', 'feature_collection', 'mosaic_vrt', 'write_layers']
 
 # %% ../../nbs/06_io.writers.ipynb #5b94e588
 def image_path(path, bands:int)->Path:
@@ -181,3 +181,27 @@ def mosaic_vrt(files:list, # rasters of one CRS, band count, data type and pixel
         xml.append('  </VRTRasterBand>')
     with atomic_write(out) as t: t.write_text('\n'.join(xml + ['</VRTDataset>', '']))
     return out
+
+# %% ../../nbs/06_io.writers.ipynb #7f588fcd
+def _geometry_type(geoms)->str:
+    "The OGR geometry type of a layer of `geoms`: their one type, or 'Unknown' (any) for mixed or no geometries"
+    import shapely
+    kinds = set(shapely.get_type_id(geoms).tolist())
+    names = ['Point', 'LineString', 'LinearRing', 'Polygon', 'MultiPoint', 'MultiLineString', 'MultiPolygon', 'GeometryCollection']
+    return names[kinds.pop()] if len(kinds) == 1 else 'Unknown'
+
+def write_layers(path, # the GeoPackage to write (replaced whole, or not at all)
+                 layers:dict, # layer name → (shapely geometries, {field: values})
+                 crs=None, # their CRS (anything pyproj takes: 'EPSG:32619', a WKT, a rasterio CRS); None: pixel coordinates
+                )->Path:
+    "Vector layers of one CRS as one GeoPackage (QGIS, ogrinfo), written under a temporary name"
+    import pyogrio, shapely
+    from pyproj import CRS
+    wkt = CRS.from_user_input(crs).to_wkt() if crs is not None else None
+    with atomic_write(path) as tmp:
+        tmp.unlink()  # GDAL makes the file
+        for name, (geoms, fields) in layers.items():
+            geoms = np.asarray(geoms, object)
+            pyogrio.raw.write(tmp, shapely.to_wkb(geoms), [np.asarray(v) for v in fields.values()], list(fields), layer=name,
+                              driver='GPKG', geometry_type=_geometry_type(geoms), crs=wkt)
+    return Path(path)
