@@ -13,7 +13,7 @@ from .masks import parse_mask_map
 from .raster import Raster
 
 # %% auto #0
-__all__ = ['VECTOR_FORMATS', 'feature_classes', 'VectorLabels', 'SceneLabels', 'vector_labels', 'label_settings']
+__all__ = ['VECTOR_FORMATS', 'feature_classes', 'VectorLabels', 'SceneLabels', 'vector_labels', 'label_settings', 'to_one_crs']
 
 # %% ../../nbs/08_io.labels.ipynb #08fc8583
 VECTOR_FORMATS = 'GeoJSON, GeoPackage, Shapefile, FlatGeobuf or another format GDAL/OGR reads'
@@ -223,3 +223,14 @@ def label_settings(labels, # vector file of labels, or None
                   )->dict:
     "The arguments of `vector_labels` as the commands take them, or None without labels: the one form prepare.json keeps and workers get"
     return dict(path=str(labels), field=label_field, mask_map=mask_map, buffer=buffer) if labels else None
+
+# %% ../../nbs/08_io.labels.ipynb #59ed2f26
+def to_one_crs(geoms:list, # shapely geometries
+               crss:list, # the CRS of each (a WKT, 'EPSG:…', a rasterio or pyproj CRS)
+               to=None, # the CRS wanted (default: the one they share, or else EPSG:4326: longitude, latitude)
+              )->tuple: # (geometries, the CRS they are now in)
+    "The geometries in one CRS: `to`, the one they share, or EPSG:4326"
+    names = [_crs(c).to_wkt() for c in crss]
+    if to is None and len(set(names)) <= 1: return list(geoms), names[0] if names else None
+    to = _crs(to or 'EPSG:4326').to_wkt()
+    return [g if c == to else _transformer(_crs(c), _crs(to))(g) for g, c in zip(geoms, names)], to

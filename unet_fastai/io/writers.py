@@ -182,7 +182,7 @@ def mosaic_vrt(files:list, # rasters of one CRS, band count, data type and pixel
     with atomic_write(out) as t: t.write_text('\n'.join(xml + ['</VRTDataset>', '']))
     return out
 
-# %% ../../nbs/06_io.writers.ipynb #7f588fcd
+# %% ../../nbs/06_io.writers.ipynb #46ec25bc
 def _geometry_type(geoms)->str:
     "The OGR geometry type of a layer of `geoms`: their one type, or 'Unknown' (any) for mixed or no geometries"
     import shapely
