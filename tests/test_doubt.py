@@ -61,11 +61,15 @@ def test_suggest_bad_input(area, tmp_path):
     for args, said in (((area/'scenes', '--out', tmp_path/'todo.shp'), 'todo.shp: write a GeoPackage (.gpkg) or a CSV (.csv)'),
                        ((area/'scenes', '--exclude', tmp_path/'nope'), 'nope: not found (--exclude'),
                        ((area/'scenes', '--count', 0), '--count 0'),
-                       ((tmp_path/'empty',), 'no images found')):
+                       ((tmp_path/'empty',), 'no images found'),
+                       ((area/'gen'/'sat', '--out', tmp_path/'t.gpkg'), 't.gpkg: some scenes have no CRS')):
         (tmp_path/'empty').mkdir(exist_ok=True)
         r = run(command('unet_fastai_suggest'), model, *args, tmp=tmp_path)
         assert r.returncode == 1 and r.stderr.count('\n') == 1 and said in r.stderr, (args, r.stderr[-2000:])
     assert not list(tmp_path.glob('*.gpkg'))
+    r = run(command('unet_fastai_suggest'), model, area/'gen'/'sat', '--count', 3, '--out', tmp_path/'photos.csv', tmp=tmp_path)
+    rows = (tmp_path/'photos.csv').read_text().splitlines()
+    assert r.returncode == 0 and len(rows) == 4 and rows[1].startswith('1,'), r.stderr[-2000:]  # images without a CRS: a CSV
 
 def test_audit(area, tmp_path):
     model = area/'model'/'model.pkl'

@@ -224,7 +224,7 @@ def label_settings(labels, # vector file of labels, or None
     "The arguments of `vector_labels` as the commands take them, or None without labels: the one form prepare.json keeps and workers get"
     return dict(path=str(labels), field=label_field, mask_map=mask_map, buffer=buffer) if labels else None
 
-# %% ../../nbs/08_io.labels.ipynb #59ed2f26
+# %% ../../nbs/08_io.labels.ipynb #841ac298
 def to_one_crs(geoms:list, # shapely geometries
                crss:list, # the CRS of each (a WKT, 'EPSG:…', a rasterio or pyproj CRS)
                to=None, # the CRS wanted (default: the one they share, or else EPSG:4326: longitude, latitude)

@@ -13,7 +13,8 @@ from ..core import BadInputError, atomic_write
 from .raster import Raster, gdal_env, vips
 
 # %% auto #0
-__all__ = ['image_path', 'image_writer', 'save_image', 'geotiff_writer', 'feature_collection', 'mosaic_vrt', 'write_layers']
+__all__ = ['image_path', 'image_writer', 'save_image', 'geotiff_writer', 'feature_collection', 'mosaic_vrt', 'write_layers',
+           'layer_file', 'write_table']
 
 # %% ../../nbs/06_io.writers.ipynb #5b94e588
 def image_path(path, bands:int)->Path:
@@ -204,4 +205,28 @@ def write_layers(path, # the GeoPackage to write (replaced whole, or not at all)
             geoms = np.asarray(geoms, object)
             pyogrio.raw.write(tmp, shapely.to_wkb(geoms), [np.asarray(v) for v in fields.values()], list(fields), layer=name,
                               driver='GPKG', geometry_type=_geometry_type(geoms), crs=wkt)
+    return Path(path)
+
+# %% ../../nbs/06_io.writers.ipynb #e0715fbc
+def layer_file(out, # the file asked for (.gpkg or .csv), or None
+               stem:str, # the default name: <stem>.gpkg, or <stem>.csv when a scene has no CRS
+               scenes:list, # the scenes the layer's features lie on
+              )->Path:
+    "Where a layer of features on `scenes` goes: a GeoPackage where every scene has a CRS, else a CSV; an impossible choice is one line"
+    def placed(s):
+        with Raster(s) as r: return r.georeferenced
+    geo = all(placed(s) for s in scenes)
+    out = Path(out or f"{stem}.{'gpkg' if geo else 'csv'}")
+    if out.suffix.lower() not in ('.gpkg', '.csv'): raise BadInputError(f"{out}: write a GeoPackage (.gpkg) or a CSV (.csv)")
+    if out.suffix.lower() == '.gpkg' and not geo:
+        raise BadInputError(f"{out}: some scenes have no CRS, so their places cannot go on a map; pass --out {out.with_suffix('.csv').name}")
+    return out
+
+def write_table(path, # the CSV to write
+                fields:dict, # column name → values
+               )->Path:
+    "`fields` as a CSV with a header, written under a temporary name"
+    import csv
+    with atomic_write(path) as t, open(t, 'w', newline='') as f:
+        w = csv.writer(f); w.writerow(fields); w.writerows(zip(*fields.values()))
     return Path(path)
