@@ -3,9 +3,10 @@
 Parts (`--parts`, all by default; every model from scratch, `pretrained=False`, lr 2e-3, on this CPU):
 
 - `calibration`: every data set of `bench/recipes.py` (its fold 0, half its epochs: the `--quick` budget). The
-  validation fold's pixels are split by batch, alternately: the temperature is fitted on one half and the expected
-  calibration error (15 bins, void out) measured on the other, for the model alone, one temperature (what training
-  keeps) and one temperature per class; and the share of pixels whose class a per-class temperature changes.
+  validation fold's items are split alternately: the temperature is fitted on one half and the expected calibration
+  error (15 bins, void out) measured on the other, for the model alone, one temperature and one temperature per class,
+  each kept as training keeps it (only if it lowers the error where it was fitted); and the share of pixels whose
+  class a per-class temperature changes.
 - `roads`: simulated labelling on the 21 real Massachusetts scenes, as 128² tiles at 2 m/pixel (those at least half
   imagery): 2 scenes validate (the kept model, the temperature), 4 are held out for the test, the other 15 are the pool.
   From `--start` random tiles, `--rounds` − 1 rounds add `--k` tiles chosen at random or by `rank_windows` (what
@@ -57,7 +58,7 @@ def calibration_part(work, seed, only=None):
     from unet_fastai.train.loop import train_segmentation
     from unet_fastai.train.calibration import CalibrationCounts, fit_temperature, calibrated
     from unet_fastai.train.metrics import class_probs
-    print("\n## calibration: fitted on half the validation fold's batches, measured on the other half (ECE, 15 bins)")
+    print("\n## calibration: fitted on half the validation fold's items, measured on the other half (ECE, 15 bins)")
     print("| data set | pixels | temperature | ECE model | ECE one temperature | ECE per class | classes changed per class |\n|" + ' --- |' * 7)
     for cls in SPECS:
         spec = cls(work)
@@ -69,22 +70,25 @@ def calibration_part(work, seed, only=None):
         with quiet(), tempfile.TemporaryDirectory(dir=work) as out:
             learn = train_segmentation(dls, out=out, epochs=max(1, spec.epochs // 2), lr=2e-3, pretrained=False, train_seed=seed,
                                        **spec.train_opts(dls))
-        halves = [([], []), ([], [])]
+        halves, k = [([], []), ([], [])], 0  # the validation items alternately: fitted on one half, measured on the other
         learn.model.eval()
         with torch.no_grad():
-            for b, (xb, yb) in enumerate(dls.valid):
+            for xb, yb in dls.valid:
                 p = class_probs(learn.model(xb)).float().cpu()
-                lp, y = p.clamp_min(1e-30).log().permute(0, 2, 3, 1).reshape(-1, p.shape[1]), yb.cpu().reshape(-1).long()
-                if dls.void is not None: lp, y = lp[y != dls.void], y[y != dls.void]
-                halves[b % 2][0].append(lp); halves[b % 2][1].append(y)
+                for pi, yi in zip(p, yb.cpu()):
+                    lp, y = pi.clamp_min(1e-30).log().permute(1, 2, 0).reshape(-1, p.shape[1]), yi.reshape(-1).long()
+                    if dls.void is not None: lp, y = lp[y != dls.void], y[y != dls.void]
+                    halves[k % 2][0].append(lp); halves[k % 2][1].append(y); k += 1
         (fl, fy), (ml, my) = [(torch.cat(a), torch.cat(b)) for a, b in halves]
-        if not len(my): (ml, my) = (fl, fy)  # a single validation batch: measured where fitted, said below
         ts, tc = fit_temperature(fl, fy), fit_temperature(fl, fy, per_class=True)
+        fp = fl.exp().numpy().T
+        kept = [t if CalibrationCounts().add(calibrated(fp, t), fy.numpy()).ece() < CalibrationCounts().add(fp, fy.numpy()).ece() else None
+                for t in (ts, tc)]  # as training keeps it: only if it lowers the error where it was fitted
         p, y = ml.exp().numpy().T, my.numpy()
-        ece = [CalibrationCounts().add(calibrated(p, t), y).ece() for t in (None, ts, tc)]
-        changed = float((calibrated(p, tc).argmax(0) != p.argmax(0)).mean())
-        print(f"| {spec.name} | {len(y)} | {ts:.2f} | {ece[0]:.4f} | {ece[1]:.4f} | {ece[2]:.4f} | {changed:.2%} |"
-              f"{' (one batch: fitted where measured)' if halves[1][1] == [] else ''}  {time.perf_counter() - t:.0f} s", flush=True)
+        ece = [CalibrationCounts().add(calibrated(p, t), y).ece() for t in (None, *kept)]
+        changed = float((calibrated(p, tc).argmax(0) != p.argmax(0)).mean()) if kept[1] is not None else 0.
+        print(f"| {spec.name} | {len(y)} | {ts:.2f}{'' if kept[0] else ' (not kept)'} | {ece[0]:.4f} | {ece[1]:.4f} | "
+              f"{ece[2]:.4f}{'' if kept[1] else ' (not kept)'} | {changed:.2%} |  {time.perf_counter() - t:.0f} s", flush=True)
 
 # --- simulated labelling ---------------------------------------------------------------------------------------------
 
