@@ -204,8 +204,14 @@ def labelling_part(pool, work, seeds, rounds, k, start, steps):
         goal = statistics.mean(c[-1][1][fig] for c in curves['random'])
         ns = [curves['random'][0][r][0] for r in range(rounds)]
         mean_ranked = [statistics.mean(c[r][1][fig] for c in curves['ranked']) for r in range(rounds)]
+        mean_random = [statistics.mean(c[r][1][fig] for c in curves['random']) for r in range(rounds)]
+        diff = statistics.mean(a - b for a, b in zip(mean_ranked[1:], mean_random[1:])) if rounds > 1 else 0.
+        print(f"  {fig}: ranked − random, mean over the rounds after the first: {diff:+.3f}")
         reach = next((r for r in range(rounds) if mean_ranked[r] >= goal), None)
-        if reach is None: print(f"  {fig}: the ranking does not reach random's final {goal:.3f} within {ns[-1]} labels")
+        if goal < max(mean_random):
+            print(f"  {fig}: random's quality does not rise with the labels at this budget (its best {max(mean_random):.3f} at "
+                  f"{ns[mean_random.index(max(mean_random))]} labels, its final {goal:.3f}): no saving can be read from it")
+        elif reach is None: print(f"  {fig}: the ranking does not reach random's final {goal:.3f} within {ns[-1]} labels")
         else: print(f"  {fig}: the ranking reaches random's final {goal:.3f} at {ns[reach]} labels: {ns[-1] - ns[reach]} of {ns[-1]} saved "
                     f"({(ns[-1] - ns[reach]) / ns[-1]:.0%}), at the granularity of a round")
     print(f"  {pool.name}: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
