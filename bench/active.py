@@ -260,7 +260,7 @@ def audit_part(work, seed, share, steps, ks=(10, 25, 50)):
                     for r in doubt_regions(kind, conf, min_pixels=8)]
     regions.sort(key=lambda r: -r['score'])
     base = statistics.mean(r['hit'] for r in regions) if regions else float('nan')
-    print(f"| first k regions | audit precision | random order (expected) |\n| --- | --- | --- |")
+    print("| first k regions | audit precision | random order (expected) |\n| --- | --- | --- |")
     for k in ks: print(f"| {k} | {statistics.mean(r['hit'] for r in regions[:k]) if regions else float('nan'):.3f} | {base:.3f} |")
     from scipy import ndimage
     segs = found = 0

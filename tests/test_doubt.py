@@ -14,7 +14,7 @@ def run(*args, tmp):
 @pytest.fixture(scope='module')
 def area(tmp_path_factory):
     "A road model trained briefly on generated tiles; 3 GeoTIFF scenes (EPSG:26986) with road masks and the roads as polygons in EPSG:4326"
-    import rasterio, shapely
+    import rasterio
     from rasterio.transform import from_origin
     from rasterio.features import shapes
     from rasterio.warp import transform_geom

@@ -9,7 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from ..core import BadInputError, file_head
 from ..io.raster import image_size
-from ..spec import check_spec, model_spec, older_spec
+from ..spec import check_spec, older_spec
 
 # %% auto #0
 __all__ = ['PICKLE_NOTE', 'MODULES_OF_0_1', 'MODEL_PICKLE', 'check_model', 'load_model', 'check_images']

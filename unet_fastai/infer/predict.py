@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from ..io.masks import NODATA
 from ..core import BadInputError, atomic_write
 from ..io.raster import Raster, read_image
-from ..io.writers import geotiff_writer, feature_collection
+from ..io.writers import geotiff_writer, feature_collection, describe_bands
 from ..io.geometry import check_tiles, tile_starts, scaled_shape
 from ..spec import model_spec
 from ..train.calibration import calibrated
@@ -298,10 +298,10 @@ def predict_geotiff(learn, # a learner or `OnnxSegmenter`
         m.write_colormap(1, {i: (*PALETTE[i % len(PALETTE)], 255) for i in range(len(codes))})
         m.update_tags(classes=json.dumps(codes), tta=str(kwargs.get('tta', 1)))
         p = stack.enter_context(geotiff_writer(probs_path, scene, count=len(codes), overviews='average')) if probs_path else None
-        if p: _describe_bands(p, codes, classes=json.dumps(codes), calibration=calibration)
+        if p: describe_bands(p, codes, classes=json.dumps(codes), calibration=calibration)
         bands = UNCERTAINTY_BANDS[:1 + (tta > 1)]
         u = stack.enter_context(geotiff_writer(uncertainty_path, scene, count=len(bands), overviews='average')) if uncertainty_path else None
-        if u: _describe_bands(u, bands, scale=f"0..255 is 0..log({len(codes)}) nats", tta=str(tta), calibration=calibration)
+        if u: describe_bands(u, bands, scale=f"0..255 is 0..log({len(codes)}) nats", tta=str(tta), calibration=calibration)
         writer, pending = stack.enter_context(ThreadPoolExecutor(1)), []  # closed (all rows written) before the files
         for rows, mask, prob, unc in predict_strips(learn, scene, uncertainty=u is not None, stats=stats, **kwargs):
             pending.append(writer.submit(_write_rows, m, (p, u), rows, mask, (prob, unc), scene.has_nodata))
@@ -309,13 +309,6 @@ def predict_geotiff(learn, # a learner or `OnnxSegmenter`
             while len(pending) > 2: pending.pop(0).result()  # at most two strips waiting: memory stays bounded
             _add(stats, 'write_wait_s', time.perf_counter() - t)
         for f in pending: f.result()
-
-def _describe_bands(ds, names:list, **tags):
-    "Bands that QGIS and gdalinfo show by name (a class, 'entropy'), as gray bands (not a colour photo), and `tags` in the metadata"
-    from rasterio.enums import ColorInterp
-    for i, c in enumerate(names): ds.set_band_description(i + 1, str(c))
-    ds.colorinterp = [ColorInterp.gray] * len(names)
-    ds.update_tags(**tags)
 
 def _calibration_tag(spec, calibrate:bool)->str:
     "What the probabilities' metadata says of their calibration"

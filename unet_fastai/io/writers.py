@@ -13,8 +13,8 @@ from ..core import BadInputError, atomic_write
 from .raster import Raster, gdal_env, vips
 
 # %% auto #0
-__all__ = ['image_path', 'image_writer', 'save_image', 'geotiff_writer', 'feature_collection', 'mosaic_vrt', 'write_layers',
-           'layer_file', 'write_table']
+__all__ = ['image_path', 'image_writer', 'save_image', 'geotiff_writer', 'feature_collection', 'describe_bands', 'mosaic_vrt',
+           'write_layers', 'layer_file', 'write_table']
 
 # %% ../../nbs/06_io.writers.ipynb #5b94e588
 def image_path(path, bands:int)->Path:
@@ -131,6 +131,17 @@ def feature_collection(features:list, # GeoJSON features
     fc = dict(type='FeatureCollection', features=features)
     if crs is not None and crs.to_epsg(): fc['crs'] = dict(type='name', properties=dict(name=f'urn:ogc:def:crs:EPSG::{crs.to_epsg()}'))
     return fc
+
+# %% ../../nbs/06_io.writers.ipynb #7289f1b2
+def describe_bands(ds, # a GeoTIFF open for writing (from `geotiff_writer`)
+                   names:list, # a name for each band (a class, 'entropy')
+                   **tags, # metadata to keep with them
+                  ):
+    "Bands shown by name, as gray bands (not a colour photo), with `tags` in the metadata"
+    from rasterio.enums import ColorInterp
+    for i, c in enumerate(names): ds.set_band_description(i + 1, str(c))
+    ds.colorinterp = [ColorInterp.gray] * len(names)
+    ds.update_tags(**tags)
 
 # %% ../../nbs/06_io.writers.ipynb #af13796c
 _GDAL_TYPES = {'uint8': 'Byte', 'int8': 'Int8', 'uint16': 'UInt16', 'int16': 'Int16', 'uint32': 'UInt32', 'int32': 'Int32',
