@@ -21,7 +21,7 @@ def area(tmp_path_factory):
     d = tmp_path_factory.mktemp('doubt')
     write_scenes(d/'gen', n=4, size=512)
     prepare(d/'gen', d/'prep', size=256, tile=128, workers=0, progress=False)
-    train_roads(d/'prep', bs=4, epochs=2, freeze_epochs=0, lr=5e-3, pretrained=False, out=d/'model')
+    train_roads(d/'prep', bs=4, epochs=2, freeze_epochs=0, lr=5e-3, pretrained=False, out=d/'model', train_seed=0)
     for k in ('scenes', 'masks'): (d/k).mkdir()
     feats = []
     for i in range(3):

@@ -132,7 +132,7 @@ def feature_collection(features:list, # GeoJSON features
     if crs is not None and crs.to_epsg(): fc['crs'] = dict(type='name', properties=dict(name=f'urn:ogc:def:crs:EPSG::{crs.to_epsg()}'))
     return fc
 
-# %% ../../nbs/06_io.writers.ipynb #7289f1b2
+# %% ../../nbs/06_io.writers.ipynb #f428c4ae
 def describe_bands(ds, # a GeoTIFF open for writing (from `geotiff_writer`)
                    names:list, # a name for each band (a class, 'entropy')
                    **tags, # metadata to keep with them
