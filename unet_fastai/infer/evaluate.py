@@ -22,8 +22,8 @@ from ..train.calibration import CalibrationCounts, calibrated
 from .uncertainty import ErrorCounts
 
 # %% auto #0
-__all__ = ['scene_pairs', 'model_mask_map', 'evaluate_scenes', 'labelled_scenes', 'confidence_report', 'format_results',
-           'evaluate_model']
+__all__ = ['scene_pairs', 'model_mask_map', 'evaluate_scenes', 'labelled_scenes', 'check_pairs', 'confidence_report',
+           'format_results', 'evaluate_model']
 
 # %% ../../nbs/28_infer.evaluate.ipynb #5d669b48
 def scene_pairs(images, masks, mask_suffix='')->list:
@@ -96,7 +96,7 @@ def labelled_scenes(images, # scenes: a folder; with `labels` also a VRT, list f
                     buffer:float=0, # metres added on each side of label lines and points
                     mask_suffix:str='', # masks are named <stem><mask_suffix>
                    )->tuple: # ((scene, mask or `VectorLabels`) pairs, the mask map to read the masks with)
-    "The scenes and their labels as `evaluate` and `audit` take them, checked before any model loads"
+    "The scenes and their labels as `evaluate` and `audit` take them (their files are checked by `check_pairs`, after the model's)"
     if not (images and (masks or labels)): raise BadInputError("pass --images SCENES and --masks DIR (or --labels FILE)")
     if not labels: pairs = scene_pairs(images, masks, mask_suffix)
     else:
@@ -105,8 +105,11 @@ def labelled_scenes(images, # scenes: a folder; with `labels` also a VRT, list f
         lab = vector_labels(labels, label_field, 'identity' if mask_map == 'auto' else mask_map, buffer)
         lab.on_scenes(scenes)
         pairs, mask_map = [(s, lab) for s in scenes], 'identity'
-    check_images([p for pair in pairs for p in pair if not isinstance(p, VectorLabels)])
     return pairs, mask_map
+
+def check_pairs(pairs:list):
+    "Every image and mask file of `pairs` readable (their headers), or one line naming the first that is not"
+    check_images([p for pair in pairs for p in pair if not isinstance(p, VectorLabels)])
 
 def confidence_report(cal:CalibrationCounts, # of the probabilities as predicted
                       raw:CalibrationCounts, # of the model's own probabilities (empty without a temperature)
@@ -159,7 +162,7 @@ def evaluate_model(model:str, # exported learner (model.pkl) or ONNX model (.onn
     "Evaluate a trained U-Net on whole scenes (on one process or many, under torchrun): accuracy, IoU, Dice, relaxed breakeven"
     check_tiles(tile, overlap, bs)
     pairs, mask_map = labelled_scenes(images, masks, labels, label_field, mask_map, buffer, mask_suffix)
-    check_model(model)  # before torch and the model load
+    check_model(model); check_pairs(pairs)  # before torch and the model load
     from unet_fastai.train.distributed import init_distributed, is_main
     init_distributed()  # under torchrun: the scenes shared out, the counts summed
     r = evaluate_scenes(load_model(model), pairs, mask_map=mask_map, rho=relaxed, tile=tile, overlap=overlap, bs=bs, size=size,
