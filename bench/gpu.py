@@ -187,7 +187,7 @@ def predict_check(c, work)->dict:
     from predict import make_model
     from unet_fastai.io.raster import Raster
     from unet_fastai.infer.loading import load_model
-    from unet_fastai.infer.predict import predict_geotiff
+    from unet_fastai.infer.outputs import predict_geotiff
     model = make_model(work/'roads')
     scale = 512 / 1500  # the reference workflow's training scale (bench/predict.py)
     scene = write_scene(work/'scene.tif', c['scene'])

@@ -31,7 +31,8 @@ warnings.filterwarnings('ignore')
 from pathlib import Path
 from fastai.learner import load_learner
 from unet_fastai.io.raster import Raster
-from unet_fastai.infer.predict import predict_scene, predict_geotiff
+from unet_fastai.infer.predict import predict_scene
+from unet_fastai.infer.outputs import predict_geotiff
 import numpy as np
 model, scene, tile, overlap, bs, scale = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
 def hwm_mb():  # peak RSS of this address space (ru_maxrss would include the parent's peak: Linux keeps it across exec)

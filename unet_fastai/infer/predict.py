@@ -4,24 +4,22 @@
 
 # %% ../../nbs/26_infer.predict.ipynb #ef3d539c
 from __future__ import annotations
-import json, time
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
-from contextlib import ExitStack
 from ..io.masks import NODATA
-from ..core import BadInputError, atomic_write
+from ..core import BadInputError
 from ..io.raster import Raster, read_image
-from ..io.writers import geotiff_writer, feature_collection, describe_bands
 from ..io.geometry import check_tiles, tile_starts, scaled_shape
 from ..spec import model_spec
 from ..train.calibration import calibrated
-from .uncertainty import entropy, uncertainty_bands, UNCERTAINTY_BANDS
+from .uncertainty import entropy, uncertainty_bands
 # torch, fastai and the model are imported where they are used, so that the command line checks its files first
 
 # %% auto #0
-__all__ = ['TTA', 'PALETTE', 'scene_rgb', 'blend_window', 'resize_bilinear', 'tta_fn', 'model_bands', 'predict_strips',
-           'predict_scene', 'predict_geotiff', 'mask_polygons', 'overlay']
+__all__ = ['TTA', 'scene_rgb', 'blend_window', 'resize_bilinear', 'tta_fn', 'model_bands', 'scene_raster', 'predict_strips',
+           'predict_scene']
 
 # %% ../../nbs/26_infer.predict.ipynb #e6e2afde
 def scene_rgb(image)->np.ndarray:
@@ -207,7 +205,7 @@ def model_bands(learn, bands=None)->list:
     return bands or model_spec(learn).bands
 
 # %% ../../nbs/26_infer.predict.ipynb #7d2aabd2
-def _scene(learn, image, bands=None, nodata=None)->Raster:
+def scene_raster(learn, image, bands=None, nodata=None)->Raster:
     "`image` (a `Raster`, file or array) as a `Raster` of the bands `learn` takes"
     if isinstance(image, Raster): return image
     return Raster(image if isinstance(image, (str, Path)) else np.asarray(image), bands=model_bands(learn, bands), nodata=nodata)
@@ -263,7 +261,7 @@ def predict_scene(learn, # a learner or `OnnxSegmenter`, as for `predict_strips`
                   **kwargs, # tile, overlap, bs, size, scale, tta, calibrate, stats: see `predict_strips`
                  )->tuple: # (class mask uint8 (H,W), probabilities float16 (C,H,W) or None[, uncertainty]), at the input size
     "Class mask and probabilities (and uncertainty) of a scene of any size, by blended sliding-window prediction"
-    scene = _scene(learn, image, bands, nodata)
+    scene = scene_raster(learn, image, bands, nodata)
     shape, k = (scene.height, scene.width), 1 + (kwargs.get('tta', 1) > 1)
     mask = np.empty(shape, np.uint8)
     probs = np.empty((len(model_spec(learn).codes), *shape), np.float16) if with_probs else None
@@ -276,79 +274,3 @@ def predict_scene(learn, # a learner or `OnnxSegmenter`, as for `predict_strips`
     finally:
         if scene is not image: scene.close()
     return (mask, probs, unc) if uncertainty else (mask, probs)
-
-# %% ../../nbs/26_infer.predict.ipynb #63f22f16
-PALETTE = np.array([[0, 0, 0], [255, 40, 40], [40, 200, 40], [40, 80, 255], [255, 220, 0], [255, 0, 255], [0, 220, 220],
-                    [255, 140, 0], [140, 70, 20], [160, 160, 160], [128, 0, 128], [0, 128, 128]], np.uint8)
-
-def predict_geotiff(learn, # a learner or `OnnxSegmenter`
-                    scene, # the scene, read window by window: a `Raster`, or a file or URL (its bands those of training)
-                    mask_path, # class mask GeoTIFF to write
-                    probs_path=None, # also the probabilities (uint8 0..255, a band a class) to this GeoTIFF
-                    uncertainty_path=None, # also the uncertainty map (uint8 0..255: entropy, and mutual information with `tta`) to this GeoTIFF
-                    stats:dict=None, # if given, seconds are added to it (see `predict_strips`), and 'write_wait_s'
-                    **kwargs, # tile, overlap, bs, size, scale, tta, calibrate: see `predict_strips`
-                   ):
-    "Stream the prediction of `scene` into Cloud-Optimised GeoTIFFs with its CRS and transform; rows are written in a background thread"
-    spec, tta = model_spec(learn), kwargs.get('tta', 1)
-    codes, calibration = spec.codes, _calibration_tag(spec, kwargs.get('calibrate', True))
-    with ExitStack() as stack:
-        if not isinstance(scene, Raster): scene = stack.enter_context(_scene(learn, scene))
-        m = stack.enter_context(geotiff_writer(mask_path, scene, nodata=NODATA))
-        m.write_colormap(1, {i: (*PALETTE[i % len(PALETTE)], 255) for i in range(len(codes))})
-        m.update_tags(classes=json.dumps(codes), tta=str(kwargs.get('tta', 1)))
-        p = stack.enter_context(geotiff_writer(probs_path, scene, count=len(codes), overviews='average')) if probs_path else None
-        if p: describe_bands(p, codes, classes=json.dumps(codes), calibration=calibration)
-        bands = UNCERTAINTY_BANDS[:1 + (tta > 1)]
-        u = stack.enter_context(geotiff_writer(uncertainty_path, scene, count=len(bands), overviews='average')) if uncertainty_path else None
-        if u: describe_bands(u, bands, scale=f"0..255 is 0..log({len(codes)}) nats", tta=str(tta), calibration=calibration)
-        writer, pending = stack.enter_context(ThreadPoolExecutor(1)), []  # closed (all rows written) before the files
-        for rows, mask, prob, unc in predict_strips(learn, scene, uncertainty=u is not None, stats=stats, **kwargs):
-            pending.append(writer.submit(_write_rows, m, (p, u), rows, mask, (prob, unc), scene.has_nodata))
-            t = time.perf_counter()
-            while len(pending) > 2: pending.pop(0).result()  # at most two strips waiting: memory stays bounded
-            _add(stats, 'write_wait_s', time.perf_counter() - t)
-        for f in pending: f.result()
-
-def _calibration_tag(spec, calibrate:bool)->str:
-    "What the probabilities' metadata says of their calibration"
-    if not (calibrate and spec.temperature): return 'none: the softmax of the model'
-    fit = spec.calibration or {}
-    return (f"temperature {spec.temperature:.3f} fitted on {fit.get('pixels', '?')} validation pixels "
-            f"(ECE {fit.get('ece_before', float('nan')):.4f} before, {fit.get('ece_after', float('nan')):.4f} after)")
-
-def _write_rows(m, extra:tuple, rows, mask, values:tuple, nodata:bool):
-    "Rows of the mask, and of each open GeoTIFF of `extra` its float 0..1 `values` as uint8 (no-data masked)"
-    from rasterio.windows import Window
-    win = Window(0, rows.start, mask.shape[1], rows.stop - rows.start)
-    m.write(mask[None], window=win)
-    for ds, a in zip(extra, values):
-        if ds is None: continue
-        ds.write(np.rint(a * 255).astype(np.uint8), window=win)
-        if nodata: ds.write_mask(np.where(mask == NODATA, 0, 255).astype(np.uint8), window=win)
-
-def mask_polygons(mask_path, # class mask GeoTIFF (from `predict_geotiff`)
-                  out, # GeoJSON file to write
-                  codes:list=None, # class names (default: the mask's `classes` tag)
-                 )->int: # number of polygons
-    "Polygons of every class but 0 and no-data, in the mask's CRS, as GeoJSON"
-    import rasterio
-    from rasterio.features import shapes
-    with rasterio.open(mask_path) as ds:
-        m, transform, crs = ds.read(1), ds.transform, ds.crs
-        codes = codes or json.loads(ds.tags().get('classes', 'null')) or [str(i) for i in range(int(m.max()) + 1)]
-    feats = [dict(type='Feature', properties={'class': codes[int(v)], 'value': int(v)}, geometry=g)
-             for g, v in shapes(m, mask=(m != 0) & (m != NODATA), transform=transform)]
-    with atomic_write(out) as t: t.write_text(json.dumps(feature_collection(feats, crs)))
-    return len(feats)
-
-# %% ../../nbs/26_infer.predict.ipynb #e6c8536d
-def overlay(img:np.ndarray, mask:np.ndarray, alpha=0.5)->np.ndarray:
-    "`img` (RGB) with every class but 0 (and no-data) painted over it in its `PALETTE` colour"
-    img = scene_rgb(img)
-    col = PALETTE[mask % len(PALETTE)]
-    out = img.astype(np.float32)
-    on = (mask > 0) & (mask != NODATA)
-    out[on] = (1 - alpha) * out[on] + alpha * col[on]
-    return out.astype(np.uint8)
-

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import numpy as np
 from fastcore.basics import patch_to
+from ..train.calibration import BinnedCounts
 # torch is imported where it is used: prediction maps uncertainty with NumPy alone
 
 # %% auto #0
@@ -30,9 +31,9 @@ def uncertainty_bands(p:np.ndarray, # (C, ...) mean probabilities
     return np.stack([h, np.clip(h - mean_entropy, 0, 1)])
 
 # %% ../../nbs/25_infer.uncertainty.ipynb #cd83de9d
-class ErrorCounts:
+class ErrorCounts(BinnedCounts):
     "Pixels binned by their uncertainty, the right and the wrong apart, added scene by scene: how well the uncertainty finds the errors"
-    def __init__(self, bins:int=1000): self.bins, self.counts = bins, np.zeros((2, bins))  # right, wrong
+    def __init__(self, bins:int=1000): super().__init__(bins, 2)  # right, wrong
     def add(self, u:np.ndarray, # (...) uncertainty, 0..1
             wrong:np.ndarray, # (...) the pixels the model got wrong
             keep:np.ndarray=None, # (...) pixels to count (void and no-data left out)
@@ -40,12 +41,6 @@ class ErrorCounts:
         if keep is not None: u, wrong = u[keep], wrong[keep]
         b = np.clip((np.asarray(u, np.float64).ravel() * self.bins).astype(int), 0, self.bins - 1)
         self.counts += [np.bincount(b[~wrong.ravel()], minlength=self.bins), np.bincount(b[wrong.ravel()], minlength=self.bins)]
-        return self
-    def summed(self)->ErrorCounts:
-        "The counts of every process added (under torchrun); itself on one process"
-        import torch
-        from unet_fastai.train.distributed import sum_over_processes
-        self.counts = sum_over_processes(torch.from_numpy(self.counts)).numpy()
         return self
 
 # %% ../../nbs/25_infer.uncertainty.ipynb #68ac2a78

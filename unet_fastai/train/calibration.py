@@ -9,7 +9,7 @@ from ..spec import model_spec
 # torch is imported where it is used: prediction calibrates with NumPy alone, and the command line checks its files before torch loads
 
 # %% auto #0
-__all__ = ['calibrated', 'fit_temperature', 'CalibrationCounts', 'calibrate', 'reliability_diagram']
+__all__ = ['calibrated', 'fit_temperature', 'BinnedCounts', 'CalibrationCounts', 'calibrate', 'reliability_diagram']
 
 # %% ../../nbs/22_train.calibration.ipynb #a1e3e76a
 def calibrated(p:np.ndarray, # probabilities, the classes on `axis`
@@ -46,9 +46,19 @@ def fit_temperature(logp, # (N, C) tensor: log-probabilities (or logits) of N pi
     return t.tolist() if per_class else float(t)
 
 # %% ../../nbs/22_train.calibration.ipynb #71817ed6
-class CalibrationCounts:
+class BinnedCounts:
+    "Counts of pixels in `bins` bins (`rows` figures a bin), added scene by scene and summed over processes"
+    def __init__(self, bins:int, rows:int): self.bins, self.counts = bins, np.zeros((rows, bins))
+    def summed(self):
+        "The counts of every process added (under torchrun); itself on one process"
+        import torch
+        from unet_fastai.train.distributed import sum_over_processes
+        self.counts = sum_over_processes(torch.from_numpy(self.counts)).numpy()
+        return self
+
+class CalibrationCounts(BinnedCounts):
     "Pixels binned by their confidence (top probability) with how many of them were right, added scene by scene; the expected calibration error"
-    def __init__(self, bins:int=15): self.bins, self.counts = bins, np.zeros((3, bins))  # pixels, summed confidence, right
+    def __init__(self, bins:int=15): super().__init__(bins, 3)  # pixels, summed confidence, right
     def add(self, p:np.ndarray, # (C, ...) probabilities
             truth:np.ndarray, # (...) classes
             keep:np.ndarray=None, # (...) pixels to count (void and no-data left out)
@@ -59,12 +69,6 @@ class CalibrationCounts:
         b = np.minimum((conf * self.bins).astype(int), self.bins - 1)
         self.counts += [np.bincount(b, minlength=self.bins), np.bincount(b, conf, self.bins),
                         np.bincount(b, (pred == truth).ravel(), self.bins)]
-        return self
-    def summed(self)->CalibrationCounts:
-        "The counts of every process added (under torchrun); itself on one process"
-        import torch
-        from unet_fastai.train.distributed import sum_over_processes
-        self.counts = sum_over_processes(torch.from_numpy(self.counts)).numpy()
         return self
     def ece(self)->float:
         "Expected calibration error: Σ over bins of (share of pixels) × |accuracy − mean confidence|"
