@@ -16,6 +16,7 @@ from ..data.blocks import pairs_dls
 from ..train.metrics import RelaxedMetric, dice
 from ..train.loop import train_segmentation
 from ..train.losses import BCEDiceLoss
+from ..train.plan import budgeted, default_epochs
 from ..train.distributed import main_first
 
 # %% auto #0
@@ -91,11 +92,12 @@ def bsds500_prepared(path, # a BSDS500 folder (images/ and groundTruth/), or the
     main_first(prepare_bsds500, path, dst, **kwargs)
     return Path(dst)
 
+@budgeted
 @delegates(train_segmentation, but=['n_out', 'loss_func', 'metrics', 'monitor', 'spec'])
 def train_bsds500(path, # BSDS500 folder (its train split is prepared into out/data first) or the output of `prepare_bsds500`
                   size=160, # size of the random training crops
                   bs:int=4, # batch size (per process)
-                  epochs:int=8, # epochs with everything trainable
+                  epochs:int=None, # epochs with everything trainable (default: 8, or as many as `budget` allows)
                   rho:int=2, # relaxation radius of the boundary F-measure, in pixels
                   out='models/bsds500', # output folder
                   scale:float=0.5, # the scale of the photos in preparation (`prepare_bsds500`), and so in prediction
@@ -104,6 +106,6 @@ def train_bsds500(path, # BSDS500 folder (its train split is prepared into out/d
                  ):
     "Train a boundary U-Net (one channel, BCE + Dice); reports Dice and the relaxed F at the best threshold (ODS)"
     path = bsds500_prepared(path, Path(out)/'data', rule=rule, scale=scale)
-    return train_segmentation(bsds500_dls(path, size=size, bs=bs), out=out, epochs=epochs, n_out=1,
+    return train_segmentation(bsds500_dls(path, size=size, bs=bs), out=out, epochs=default_epochs(epochs, 8, kwargs.get('budget')), n_out=1,
                               loss_func=BCEDiceLoss(), metrics=[dice(), RelaxedMetric(rho, stat='ods')],
                               monitor=f'relaxed_ods{rho}', spec={'scale': scale, 'tile': 0}, **kwargs)

@@ -15,6 +15,7 @@ from ..io.writers import save_image
 from ..workers import run_steps
 from ..data.blocks import segmentation_dls
 from ..train.loop import train_segmentation, whole_frames
+from ..train.plan import budgeted
 from ..train.distributed import main_first
 
 # %% auto #0
@@ -85,6 +86,7 @@ def cityscapes_prepared(path, # Cityscapes pairs (train/ and val/ photo|label im
     main_first(prepare_cityscapes, path, dst)
     return Path(dst)
 
+@budgeted
 @delegates(train_segmentation, but=['spec'])
 def train_cityscapes(path, # Cityscapes pairs (train/ and val/ photo|label JPEGs, prepared into out/data first) or a prepared folder
                      size=(128, 128), # (h, w) for training

@@ -8,6 +8,7 @@ from fastcore.meta import delegates
 from ..data.blocks import pairs_dls
 from ..train.metrics import acc_novoid, miou, dice
 from ..train.loop import train_segmentation, whole_frames
+from ..train.plan import budgeted, default_epochs
 
 # %% auto #0
 __all__ = ['PENNFUDAN_CODES', 'pennfudan_dls', 'train_pennfudan']
@@ -24,15 +25,16 @@ def pennfudan_dls(path, # Penn-Fudan folder with PNGImages/ and PedMasks/
     return pairs_dls(path, codes=PENNFUDAN_CODES, mask_map='instance', mask_suffix='_mask', valid_pct=valid_pct, seed=seed,
                      size=size, bs=bs, aug='street', **kwargs)
 
+@budgeted
 @delegates(train_segmentation, but=['metrics', 'spec'])
 def train_pennfudan(path, # Penn-Fudan folder (PNGImages/ and PedMasks/)
                     size=(160, 128), # (h, w) for training (the photos are portrait)
                     bs:int=8, # batch size (per process)
-                    epochs:int=6, # epochs with everything trainable
+                    epochs:int=None, # epochs with everything trainable (default: 6, or as many as `budget` allows)
                     out='models/pennfudan', # output folder
                     **kwargs, # passed to `train_segmentation` (freeze_epochs, lr, arch, pretrained, ...)
                    ):
     "Train a U-Net on Penn-Fudan; reports pixel accuracy, mIoU and Dice of the person class"
     dls = pennfudan_dls(path, size=size, bs=bs)
-    return train_segmentation(dls, out=out, epochs=epochs, metrics=[acc_novoid(2), miou(2), dice()],
+    return train_segmentation(dls, out=out, epochs=default_epochs(epochs, 6, kwargs.get('budget')), metrics=[acc_novoid(2), miou(2), dice()],
                               spec=whole_frames(size), **kwargs)

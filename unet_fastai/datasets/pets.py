@@ -9,6 +9,7 @@ from ..data.blocks import pairs_dls
 from ..train.metrics import acc_novoid, miou, dice
 from ..train.loop import train_segmentation, whole_frames
 from ..train.losses import BCEDiceLoss
+from ..train.plan import budgeted, default_epochs
 
 # %% auto #0
 __all__ = ['PET_CODES', 'BORDER', 'is_dog', 'pets_dls', 'train_pets', 'train_dogs']
@@ -33,6 +34,7 @@ def pets_dls(path, # Oxford-IIIT Pet folder with images/ and annotations/trimaps
                      keep=is_dog if dogs_only else None, valid_pct=valid_pct, seed=seed, size=size, bs=bs,
                      aug='street', **kwargs)
 
+@budgeted
 @delegates(train_segmentation, but=['metrics', 'monitor', 'spec', 'n_out', 'loss_func'])
 def train_pets(path, # Oxford-IIIT Pet folder (images/ and annotations/trimaps/)
                border:str='pet', # trimap border as 'pet', 'background' or 'ignore'
@@ -50,12 +52,14 @@ def train_pets(path, # Oxford-IIIT Pet folder (images/ and annotations/trimaps/)
     return train_segmentation(dls, out=out, metrics=[acc_novoid(2, dls.void), miou(2, dls.void), dice(dls.void)],
                               monitor='dice', spec=whole_frames(size), **extra, **kwargs)
 
+@budgeted
 @delegates(train_pets, but=['dogs_only', 'bce_dice'])
 def train_dogs(path, # Oxford-IIIT Pet folder
                size:int=150, # training size (the reference: 150×150)
-               epochs:int=2, # epochs with everything trainable (the reference: 2)
+               epochs:int=None, # epochs with everything trainable (default: the reference's 2, or as many as `budget` allows)
                out:str='models/dogs', # output folder
                **kwargs, # passed to `train_pets`
               ):
     "The dog subset with a single output channel, BCE + Dice loss and the Dice coefficient"
-    return train_pets(path, dogs_only=True, bce_dice=True, size=size, epochs=epochs, out=out, **kwargs)
+    return train_pets(path, dogs_only=True, bce_dice=True, size=size, epochs=default_epochs(epochs, 2, kwargs.get('budget')), out=out,
+                      **kwargs)

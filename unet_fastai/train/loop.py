@@ -25,6 +25,7 @@ from .learner import seg_learner, describe
 from ..spec import model_spec
 from .pictures import plot_history, read_history, save_fig, show_predictions
 from .calibration import calibrate, reliability_diagram
+from .plan import as_budget, budgeted, default_epochs, plan_run, read_plan, write_plan
 
 
 # %% auto #0
@@ -49,7 +50,7 @@ def _start(learn, out, ck, show):
     out.mkdir(parents=True, exist_ok=True)
     remove_temporaries(out)  # of a killed run
     if ck is None:
-        for f in (CHECKPOINT, 'best.pth', 'history.csv'): (out/f).unlink(missing_ok=True)
+        for f in (CHECKPOINT, 'best.pth', 'history.csv', 'plan.json'): (out/f).unlink(missing_ok=True)
         learn.dls.show_batch(max_n=6, figsize=(9, 6))  # random training samples with their masks, augmented as in training
         _save_fig(plt.gcf(), out/'samples.png', show)
         return
@@ -67,6 +68,11 @@ def _lr_find(learn, iters, out, show)->float:
     _save_fig(plt.gcf(), out/'lr_find.png', show)
     return float(sug.valley)
 
+def _machine(learn, processes)->dict:
+    "What a plan holds for: the device, threads, processes and precision"
+    return dict(device=str(learn.dls.device), threads=torch.get_num_threads(), processes=processes,
+                precision=model_spec(learn).precision)
+
 def _calibrate(learn, out, show)->dict:
     "Fit the temperature on the validation set (`calibrate`), say what it changed, draw reliability.png; the report"
     report, before, after = calibrate(learn)
@@ -80,8 +86,9 @@ def _calibrate(learn, out, show)->dict:
 @delegates(seg_learner, but=['path'])
 def train_segmentation(dls, # from `segmentation_dls`
                        out='models/seg', # folder for the model, its checkpoint, history, config and pictures
-                       epochs:int=4, # epochs with everything trainable
+                       epochs:int=None, # epochs with everything trainable (default: 4, or as many as `budget` allows)
                        freeze_epochs:int=None, # epochs with the encoder frozen first (default: 1 if pretrained, else 0)
+                       budget=None, # time for the whole run ('15m', '2h', '90s' or seconds): the epochs and lr_find planned to fit (`22a_train.plan`)
                        lr:float=None, # peak learning rate; None runs lr_find and uses its valley suggestion
                        lr_find_iters:int=100, # lr_find iterations (at least 20)
                        monitor:str=None, # metric that picks the best model (default: mIoU)
@@ -94,9 +101,9 @@ def train_segmentation(dls, # from `segmentation_dls`
                        **kwargs, # passed to `seg_learner` (arch, pretrained, weights_path, metrics, ...)
                       ):
     "Train a U-Net ([lr_find] → `training_phases`) on one process or many; export it"
-    n, out = init_distributed(), Path(out)
+    n, out, budget = init_distributed(), Path(out), as_budget(budget)
     _check_batches(dls, n)
-    pretrained = kwargs.get('pretrained', True)
+    pretrained, epochs = kwargs.get('pretrained', True), default_epochs(epochs, 4, budget)
     freeze_epochs = ifnone(freeze_epochs, int(pretrained))
     if train_seed is not None: set_seed(train_seed + rank_distrib())  # the weights
     learn = seg_learner(dls, path=out, **kwargs)
@@ -104,12 +111,15 @@ def train_segmentation(dls, # from `segmentation_dls`
     describe(learn, **(spec or {}))
     monitor = _check_monitor(learn, monitor)
     opts = run_options(config, dls, n, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, lr_find_iters=lr_find_iters,
-                       monitor=monitor, train_seed=train_seed, **kwargs)
+                       monitor=monitor, train_seed=train_seed, budget=budget and budget.seconds, **kwargs)
     with folder_lock(out, wait) if is_main() else nullcontext():  # one run per folder; under torchrun the main process holds it
         ck = read_checkpoint(out/CHECKPOINT, opts, dls.device) if resume and (out/CHECKPOINT).exists() else None
         if is_main(): _start(learn, out, ck, show)
+        plan = (ck and budget and read_plan(out)) or (budget and plan_run(learn, budget, out, freeze_epochs, None if lr or ck else lr_find_iters,
+                                                               epochs, _machine(learn, n)))
+        if plan: epochs, freeze_epochs, lr_find_iters = plan['epochs'], plan['freeze_epochs'], plan['lr_find_iters'] or lr_find_iters
         if lr is None: lr = ck['lr'] if ck else from_main(_lr_find(learn, lr_find_iters, out, show) if is_main() else None)
-        describe(learn, recipe={**opts, 'lr_used': lr}, data={'train_items': len(dls.train_ds), 'valid_items': len(dls.valid_ds), **model_spec(learn).data})
+        describe(learn, recipe={**opts, 'lr_used': lr, **({'plan': plan} if plan else {})}, data={'train_items': len(dls.train_ds), 'valid_items': len(dls.valid_ds), **model_spec(learn).data})
         if is_main():
             with atomic_write(out/'config.json') as tmp: tmp.write_text(json.dumps({**opts, 'lr_used': lr}, indent=2))
         best = Checkpoint(monitor, opts, lr)
@@ -122,6 +132,7 @@ def train_segmentation(dls, # from `segmentation_dls`
             _save_fig(plot_history(read_history(out/'history.csv'), freeze_epochs), out/'curves.png', show)
             _save_fig(show_predictions(learn), out/'predictions.png', show)
             with atomic_write(out/'model.pkl') as t: learn.export(t)  # whole or not at all (a full disk)
+            if plan and budget: write_plan({**plan, 'wall_s': round(budget.spent(), 1)}, out)  # the plan against the clock
         distrib_barrier()
         return learn
 
@@ -144,11 +155,12 @@ def evaluate(learn, dl=None)->dict:
     return cm_report(cm, learn.dls.codes, void)
 
 # %% ../../nbs/23_train.loop.ipynb #165b5a62
+@budgeted
 @delegates(train_segmentation, but=['spec'])
 def train_camvid(path=None, # CamVid folder (SegNet or fastai layout); None downloads it with fastai
                  size=(180, 240), # (h, w) for training; CamVid is 360×480
                  bs:int=8, # batch size (per process)
-                 epochs:int=8, # epochs with everything trainable
+                 epochs:int=None, # epochs with everything trainable (default: 8, or as many as `budget` allows)
                  freeze_epochs:int=None, # epochs with the encoder frozen first (default: 2 if pretrained, else 0)
                  out='models/camvid', # output folder
                  n_train:int=None, # use only the first n_train training pairs
@@ -159,9 +171,10 @@ def train_camvid(path=None, # CamVid folder (SegNet or fastai layout); None down
     "Train a U-Net on CamVid (11 classes, void ignored); reports accuracy without void and mIoU"
     dls = camvid_dls(path, size=size, bs=bs, n_train=n_train, n_valid=n_valid, num_workers=num_workers)
     freeze_epochs = ifnone(freeze_epochs, 2 if kwargs.get('pretrained', True) else 0)
-    return train_segmentation(dls, out=out, epochs=epochs, freeze_epochs=freeze_epochs,
+    return train_segmentation(dls, out=out, epochs=default_epochs(epochs, 8, kwargs.get('budget')), freeze_epochs=freeze_epochs,
                               spec=whole_frames(size), **kwargs)
 
+@budgeted
 @delegates(train_segmentation, but=['spec'])
 def train_roads(path='data/demo/prepared', # prepared folder (with tiles/) or images/ + masks/ tiles
                 bs:int=8, # batch size (per process)
@@ -175,6 +188,7 @@ def train_roads(path='data/demo/prepared', # prepared folder (with tiles/) or im
     dls = roads_dls(path, bs=bs, valid_pct=valid_pct, seed=seed, num_workers=num_workers)
     return train_segmentation(dls, out=out, spec=prepared_scale(path), **kwargs)
 
+@budgeted
 @delegates(train_segmentation, but=['spec'])
 def train_pairs(path, # folder of image/mask pairs: images/ + masks/, sat/ + map/, ... (see `find_pairs`)
                 codes=('background', 'foreground'), # class names, index = class
@@ -196,6 +210,7 @@ def train_pairs(path, # folder of image/mask pairs: images/ + masks/, sat/ + map
     return train_segmentation(dls, out=out, spec=whole_frames(size) if size else {}, **kwargs)
 
 # %% ../../nbs/23_train.loop.ipynb #801542d6
+@budgeted
 @delegates(train_segmentation, but=['spec'])
 def train_scenes(path, # scenes: a folder (images/ + masks/, sat/ + map/, or scenes alone with `labels`), a VRT, a list file or a URL
                  labels:str=None, # vector file of labels (GeoJSON, GeoPackage, Shapefile, ...; any CRS), instead of mask files
