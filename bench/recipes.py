@@ -159,7 +159,8 @@ def loss_key(spec, cfg:dict):
     return (cfg.get('loss', p['loss'].default), cfg.get('class_weights', p['class_weights'].default),
             *sorted((k, str(v)) for k, v in cfg.items() if k not in ('loss', 'class_weights')))
 
-def run_fold(spec, cfg, valid, seed, out, epochs):
+def run_fold(spec, cfg, valid, seed, out, epochs, **train):
+    "Train fold `valid` of `spec` with configuration `cfg` (and `train`: more options of `train_segmentation`); its figures"
     from unet_fastai.core import console_progress
     from unet_fastai.train.loop import train_segmentation, evaluate
     from unet_fastai.train.pictures import read_history
@@ -167,13 +168,13 @@ def run_fold(spec, cfg, valid, seed, out, epochs):
     opts = {**spec.train_opts(dls), **({} if spec.own_loss else cfg)}
     t = time.perf_counter()
     with console_progress(False), contextlib.redirect_stdout(io.StringIO()):
-        learn = train_segmentation(dls, out=out, epochs=epochs, lr=2e-3, pretrained=False, train_seed=seed, **opts)
+        learn = train_segmentation(dls, out=out, epochs=epochs, lr=2e-3, pretrained=False, train_seed=seed, **opts, **train)
     wall = time.perf_counter() - t
     ev, h = evaluate(learn), read_history(Path(out)/'history.csv')
     monitor = opts.get('monitor', 'mIoU')
     best = h.loc[h[monitor].idxmax()]
     r = dict(accuracy=ev['accuracy'], mIoU=ev['mIoU'], zero=sum(v == 0 for v in ev['iou'].values()), wall=wall,
-             n_train=len(dls.train_ds), n_valid=len(dls.valid_ds))
+             n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), epochs=len(h))
     if 'dice' in h: r['dice'] = float(best['dice'])
     if 'relaxed_ods2' in h: r['ods'] = float(best['relaxed_ods2'])
     if 'relaxed_be3' in h: r['breakeven'], r['road_iou'] = float(best['relaxed_be3']), ev['iou'].get('road')

@@ -1,0 +1,88 @@
+"""A time budget planned (`--budget`) against the fixed recipe cut by the clock, on every reference data set.
+
+For each data set of `bench/recipes.py` (the same data, folds, from-scratch recipe, lr 2e-3 and scoring) and each
+budget, two runs of the same fold and seed:
+
+- `fixed`: the data set's recipe epochs (as `bench/recipes.py` trains them), stopped by the clock when the budget is
+  spent, as Lightning's `max_time` stops a run (its one-cycle schedule then never anneals; it may also end early,
+  having used less than the budget);
+- `plan`: `train_segmentation(budget=...)`: a probe of this machine, then as many epochs as fit, the one-cycle over them.
+
+Each row gives the figures of the kept (best-epoch) model, the epochs run and the wall time of the training call
+(the loaders are built before it, for both). The plan's run includes its probe, calibration and export within the
+budget; the fixed run's clock stops only its epochs (its calibration and export come after), so it has a few seconds
+more. `plan.json`'s prediction is printed beside the wall time: the overshoot is wall ÷ budget − 1.
+
+    python bench/budget.py [--budgets 1m 2m] [--use 3] [--only camvid,roads] [--seed 0]
+
+With the defaults (2 minutes, fold 0 of 3, 7 data sets, 2 runs each) it takes about 35 minutes on this 2-core CPU.
+"""
+import argparse, contextlib, io, json, statistics, tempfile, time, warnings
+from pathlib import Path
+from recipes import SPECS, DATA, _folds, run_fold, mean_sd
+
+class Deadline:
+    "A fastai callback that ends the fit once `seconds` have passed since the first fit began (Lightning's `max_time`)"
+    def __new__(cls, seconds):
+        from fastai.callback.core import Callback, CancelFitException
+        class _Deadline(Callback):
+            order, end = 99, None
+            def before_fit(self): self.end = self.end or time.monotonic() + seconds
+            def after_batch(self):
+                if self.training and time.monotonic() > self.end: raise CancelFitException
+        return _Deadline()
+
+def main(budgets=('2m',), folds=3, use=1, seed=0, only=None, work=None):
+    warnings.filterwarnings('ignore')
+    import matplotlib; matplotlib.use('Agg')
+    import torch
+    from unet_fastai.train.plan import parse_budget
+    t0 = time.perf_counter()
+    print(f"budget: plan vs fixed recipe cut by the clock; budgets {', '.join(budgets)}; fold(s) {list(range(use))} of {folds}; "
+          f"from scratch, lr 2e-3, seed {seed}+fold, {torch.get_num_threads()} threads", flush=True)
+    rows = []
+    with (contextlib.nullcontext(work) if work else tempfile.TemporaryDirectory(prefix='bench_budget_')) as work:
+        work = Path(work); work.mkdir(parents=True, exist_ok=True)
+        for cls in SPECS:
+            spec = cls(work)
+            if only and spec.name not in only: continue
+            if not spec.available(): print(f"\n{spec.name}: skipped, its data are not in {DATA}", flush=True); continue
+            groups = spec.setup()
+            parts = _folds(groups, folds)
+            for b in budgets:
+                sec, res = parse_budget(b), {'fixed': [], 'plan': []}
+                for f, valid in enumerate(parts[:use]):
+                    for arm in res:
+                        with tempfile.TemporaryDirectory(dir=work) as out:
+                            extra = dict(budget=sec) if arm == 'plan' else dict(cbs=[Deadline(sec)])
+                            r = run_fold(spec, {}, valid, seed + f, out, None if arm == 'plan' else spec.epochs, **extra)
+                            if arm == 'plan': r['predicted'] = json.loads((Path(out)/'plan.json').read_text())['predicted_s']
+                        res[arm].append(r)
+                        print(f"  {spec.name} {b} fold {f} [{arm}] {r['epochs']} epochs, {r['wall']:.0f} s"
+                              + (f" (planned {r['predicted']:.0f} s)" if arm == 'plan' else f" (recipe {spec.epochs})") + ': '
+                              + '  '.join(f"{k} {r[k]:.3f}" for k in spec.keys if k != 'zero'), flush=True)
+                rows.append((spec.name, b, sec, spec.keys, res))
+    print("\n| data set | budget | figure | fixed, cut by the clock | plan | plan − fixed | epochs fixed / plan | wall ÷ budget fixed / plan |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    diffs = []
+    for name, b, sec, keys, res in rows:
+        for k in keys:
+            if k == 'zero': continue
+            fx, pl = [r[k] for r in res['fixed']], [r[k] for r in res['plan']]
+            (mf, sf), (mp, sp) = mean_sd(fx), mean_sd(pl)
+            d = statistics.mean(p - q for p, q in zip(pl, fx)); diffs.append(d)
+            ep = lambda a: '/'.join(str(r['epochs']) for r in res[a])
+            wall = lambda a: '/'.join(f"{r['wall'] / sec:.2f}" for r in res[a])
+            print(f"| {name} | {b} | {k} | {mf:.3f} ± {sf:.3f} | {mp:.3f} ± {sp:.3f} | {d:+.3f} | {ep('fixed')} / {ep('plan')} | {wall('fixed')} / {wall('plan')} |")
+    if diffs: print(f"\nmean plan − fixed over {len(diffs)} figures: {statistics.mean(diffs):+.3f}")
+    print(f"all: {(time.perf_counter() - t0) / 60:.1f} min")
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--budgets', nargs='+', default=['2m'])
+    ap.add_argument('--folds', type=int, default=3, help='folds the data sets are split into (as bench/recipes.py)')
+    ap.add_argument('--use', type=int, default=1, help='how many of them are validated (1: fold 0, a screen; 3: mean ± sd)')
+    ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--only', type=lambda s: s.split(','), default=None)
+    ap.add_argument('--work', default=None)
+    main(**vars(ap.parse_args()))
