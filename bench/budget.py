@@ -17,9 +17,9 @@ more. `plan.json`'s prediction is printed beside the wall time: the overshoot is
 
 With the defaults (2 minutes, fold 0 of 3, 7 data sets, 2 runs each) it takes about 35 minutes on this 2-core CPU.
 """
-import argparse, contextlib, io, json, statistics, tempfile, time, warnings
+import argparse, contextlib, json, statistics, tempfile, time, warnings
 from pathlib import Path
-from recipes import SPECS, DATA, _folds, run_fold, mean_sd
+from recipes import data_sets, run_fold, mean_sd
 
 class Deadline:
     "A fastai callback that ends the fit once `seconds` have passed since the first fit began (Lightning's `max_time`)"
@@ -42,13 +42,7 @@ def main(budgets=('2m',), folds=3, use=1, seed=0, only=None, work=None):
           f"from scratch, lr 2e-3, seed {seed}+fold, {torch.get_num_threads()} threads", flush=True)
     rows = []
     with (contextlib.nullcontext(work) if work else tempfile.TemporaryDirectory(prefix='bench_budget_')) as work:
-        work = Path(work); work.mkdir(parents=True, exist_ok=True)
-        for cls in SPECS:
-            spec = cls(work)
-            if only and spec.name not in only: continue
-            if not spec.available(): print(f"\n{spec.name}: skipped, its data are not in {DATA}", flush=True); continue
-            groups = spec.setup()
-            parts = _folds(groups, folds)
+        for spec, groups, parts in data_sets(work, only, folds):
             for b in budgets:
                 sec, res = parse_budget(b), {'fixed': [], 'plan': []}
                 for f, valid in enumerate(parts[:use]):

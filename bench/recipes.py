@@ -181,6 +181,16 @@ def run_fold(spec, cfg, valid, seed, out, epochs, **train):
     r['worst'] = sorted(ev['iou'].items(), key=lambda kv: kv[1])[:3]
     return r
 
+def data_sets(work, only=None, folds=3):
+    "(spec, groups, folds) of each reference data set there is (those in `only`), set up in `work`; the others said skipped"
+    work = Path(work); work.mkdir(parents=True, exist_ok=True)
+    for cls in SPECS:
+        spec = cls(work)
+        if only and spec.name not in only: continue
+        if not spec.available(): print(f"\n{spec.name}: skipped, its data are not in {DATA}", flush=True); continue
+        groups = spec.setup()
+        yield spec, groups, _folds(groups, folds)
+
 def mean_sd(v): return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.)
 
 FIELDS = ['dataset', 'config', 'figure', 'mean', 'sd', 'folds', 'values', 'budget']
@@ -235,13 +245,7 @@ def main(only=None, configs=None, folds=3, seed=0, quick=False, save=False, work
           f"seeds {seed}+fold, {torch.get_num_threads()} threads; configurations: "
           + '; '.join(f"{c} {CONFIGS[c] or '(the package default)'}" for c in configs or CONFIGS), flush=True)
     with (nullcontext(work) if work else tempfile.TemporaryDirectory(prefix='bench_recipes_')) as work:
-        work = Path(work); work.mkdir(parents=True, exist_ok=True)
-        for cls in SPECS:
-            spec = cls(work)
-            if only and spec.name not in only: continue
-            if not spec.available(): print(f"\n{spec.name}: skipped, its data are not in {DATA}", flush=True); continue
-            groups = spec.setup()
-            parts = _folds(groups, folds)
+        for spec, groups, parts in data_sets(work, only, folds):
             epochs = max(1, spec.epochs // 2) if quick else spec.epochs
             print(f"\n## {spec.name}: {sum(groups.values())} items in {len(groups)} groups, {folds} folds of "
                   f"{[sum(groups[g] for g in p) for p in parts]} items; {spec.budget if not quick else f'{epochs} epochs (quick)'}", flush=True)

@@ -15,7 +15,7 @@ API = {  # the public names, by the module that defines them, in the order of th
     'data.synthetic': ('write_scenes', 'make_scene'), 'data.prepare': ('prepare', 'find_pairs'),
     'data.blocks': ('segmentation_dls', 'camvid_dls', 'roads_dls', 'pairs_dls'), 'data.windows': ('scenes_dls',),
     'train.models': ('lean_unet', 'classic_unet'), 'train.learner': ('seg_learner',), 'train.options': ('train_from_config',),
-    'train.calibration': ('calibrate',), 'train.loop': ('train_segmentation', 'train_camvid', 'train_roads', 'train_pairs', 'train_scenes'),
+    'train.calibration': ('calibrate',), 'train.plan': ('read_plan',), 'train.loop': ('train_segmentation', 'train_camvid', 'train_roads', 'train_pairs', 'train_scenes'),
     'infer.loading': ('load_model',), 'infer.predict': ('predict_scene',), 'infer.outputs': ('predict_geotiff',), 'infer.evaluate': ('evaluate_scenes',),
     'infer.suggest': ('suggest_windows',), 'infer.audit': ('audit_labels',), 'infer.onnx': ('export_onnx',),
     'datasets.pennfudan': ('train_pennfudan',), 'datasets.pets': ('train_pets', 'train_dogs'),

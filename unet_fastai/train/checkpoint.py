@@ -145,12 +145,12 @@ class SkipEpochs(Callback):
         self.paused = {}
 
 # %% ../../nbs/19_train.checkpoint.ipynb #401e2bf9
-def fit_phases(learn, phases:list, # (epochs, lr, frozen) of each `fit_one_cycle`, in turn
+def fit_phases(learn, phases:list, # (epochs, lr, frozen, callbacks of that fit alone) of each `fit_one_cycle`, in turn
                cbs:list, # callbacks of every fit
                ck:dict=None): # a checkpoint to continue from
     "`fit_one_cycle` each phase in turn; from a checkpoint, continue after its last epoch at the same point of the schedule"
     done, smooth = ck['epoch'] if ck else 0, None
-    for n, lr, frozen in phases:
+    for n, lr, frozen, own in phases:
         skip = min(done, n); done -= skip
         if skip == n: continue  # a phase done before the checkpoint (or one of 0 epochs)
         learn.freeze() if frozen else learn.unfreeze()  # fastai clears the optimizer state here
@@ -160,7 +160,7 @@ def fit_phases(learn, phases:list, # (epochs, lr, frozen) of each `fit_one_cycle
             else: load_weights(learn, learn.path/'best.pth')  # a new phase starts from the best model, as after a fit
             set_random_states(learn, ck['random'][rank_distrib()])
             smooth, ck = ck['smooth_loss'], None
-        learn.fit_one_cycle(n, lr, cbs=cbs + ([SkipEpochs(skip, smooth)] if skip else []))
+        learn.fit_one_cycle(n, lr, cbs=cbs + own + ([SkipEpochs(skip, smooth)] if skip else []))
         said = next((cb.said for cb in cbs if getattr(cb, 'said', None)), None)
         if said: raise TrainingDiverged(said)  # no next phase, no export
     if ck is not None: load_weights(learn, learn.path/'best.pth')  # every epoch was done before the checkpoint

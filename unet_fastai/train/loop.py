@@ -25,7 +25,7 @@ from .learner import seg_learner, describe
 from ..spec import model_spec
 from .pictures import plot_history, read_history, save_fig, show_predictions
 from .calibration import calibrate, reliability_diagram
-from .plan import as_budget, budgeted, default_epochs, plan_run, read_plan, write_plan
+from .plan import PlannedSteps, as_budget, budgeted, default_epochs, plan_run, read_plan, write_plan
 
 
 # %% auto #0
@@ -125,7 +125,7 @@ def train_segmentation(dls, # from `segmentation_dls`
         best = Checkpoint(monitor, opts, lr)
         if ck: best.restore(ck)
         cbs = [best, StopOnDivergence(lr=lr)] + ([CSVLogger('history.csv', append=True)] if is_main() else [])
-        with distributed(learn): fit_phases(learn, training_phases(epochs, freeze_epochs, lr, pretrained), cbs, ck)
+        with distributed(learn): fit_phases(learn, training_phases(epochs, freeze_epochs, lr, pretrained, plan and plan['steps']), cbs, ck)
         cal = from_main(_calibrate(learn, out, show) if is_main() else None)  # of the best model, kept in its description
         describe(learn, temperature=cal.pop('temperature'), calibration=cal)
         if is_main():
@@ -140,9 +140,10 @@ def training_phases(epochs:int, # epochs with everything trainable
                     freeze_epochs:int, # epochs with the encoder frozen first
                     lr:float, # peak learning rate
                     pretrained:bool, # does the encoder start from learnt (ImageNet) weights?
+                    steps:int=None, # training steps of the last fit, as a plan made them (`PlannedSteps`); None: its whole epochs
                    )->list:
-    "(epochs, lr, frozen) of each fit: a pretrained encoder is kept at lr/200..lr/2 once unfrozen; a random one learns at `lr` like the rest"
-    return [(freeze_epochs, lr, True), (epochs, slice(lr / 200, lr / 2) if pretrained else lr, False)]
+    "(epochs, lr, frozen, callbacks) of each fit: a pretrained encoder is kept at lr/200..lr/2 once unfrozen; a random one learns at `lr` like the rest"
+    return [(freeze_epochs, lr, True, []), (epochs, slice(lr / 200, lr / 2) if pretrained else lr, False, [PlannedSteps(steps)] if steps else [])]
 
 # %% ../../nbs/23_train.loop.ipynb #43ce8f62
 def evaluate(learn, dl=None)->dict:
