@@ -21,6 +21,7 @@ def run_demo(dest:str='data/demo', # working folder: scenes/, prepared/ and mode
              tile:int=128, # tile size
              workers:int=None, # processes for preparation (default: one per core)
              epochs:int=6, # training epochs with everything trainable (0 and no frozen ones: prepare only)
+             budget=None, # or the training's time, e.g. 2m: its epochs planned for this machine (`22a_train.plan`)
              freeze_epochs:int=None, # epochs with the encoder frozen first (default: 1 if pretrained, else 0)
              bs:int=4, # batch size (4 gives twice the steps of 8 for the same compute: it learns sooner)
              lr:float=5e-3, # learning rate; 0 runs lr_find
@@ -41,10 +42,12 @@ def run_demo(dest:str='data/demo', # working folder: scenes/, prepared/ and mode
     from unet_fastai.train.pictures import read_history
     from fastai.torch_core import set_seed
     set_seed(seed)  # the same seed gives the same training run (on one machine)
-    learn = train_roads(dest/'prepared', bs=bs, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr or None, loss='ce',
-                        class_weights=None, pretrained=pretrained, weights_path=weights_path, out=dest/'model')
-    last = read_history(dest/'model'/'history.csv').iloc[-1]
-    print(f"trained {freeze_epochs}+{epochs} epochs: " + ', '.join(f"{k} {last[k]:.4f}" for k in last.index if k != 'epoch'))
+    learn = train_roads(dest/'prepared', bs=bs, epochs=None if budget else epochs, freeze_epochs=freeze_epochs, budget=budget,
+                        lr=lr or None, loss='ce', class_weights=None, pretrained=pretrained, weights_path=weights_path,
+                        out=dest/'model')
+    h = read_history(dest/'model'/'history.csv')
+    last = h.iloc[-1]
+    print(f"trained {len(h)} epochs: " + ', '.join(f"{k} {last[k]:.4f}" for k in last.index if k != 'epoch'))
     print(f"model, history.csv, curves.png and predictions.png in {dest/'model'}")
     be = predict_new_scene(learn, dest/'prediction', seed=seed, size=scene_size)
     print(f"a new {scene_size}×{scene_size} scene predicted whole: relaxed precision/recall breakeven (ρ=3) {be:.4f}; "
