@@ -80,7 +80,7 @@ def main(nnunet, budget='2m', longer=0, only=None, work=None):
     with tempfile.TemporaryDirectory(prefix='bench_nnunet_', dir=work) as w:
         w = Path(w)
         env = {**os.environ, 'nnUNet_raw': str(w/'raw'), 'nnUNet_preprocessed': str(w/'pre'), 'nnUNet_results': str(w/'res'),
-               'nnUNet_n_proc_DA': '0', 'PYTHONWARNINGS': 'ignore'}
+               'nnUNet_n_proc_DA': '1', 'PYTHONWARNINGS': 'ignore'}
         for spec, groups, parts in data_sets(w/'work', [n for n in CODES if not only or n in only]):
             folder, _ = CODES[spec.name]
             cases = write_raw(spec.name, spec, w/'raw')

@@ -34,7 +34,7 @@ class ModelSpec:
     precision:str='fp32' # the precision it was trained in ('fp32', 'bf16' or 'fp16')
     temperature:float=None # calibration: the probabilities used are softmax(log p / temperature) (None: as the model gives them)
     calibration:dict=None # how the temperature was fitted: validation pixels, expected calibration error before and after
-    recipe:dict=field(default_factory=dict) # the training options (as in config.json) and the learning rate used
+    recipe:dict=field(default_factory=dict) # the training options (as in config.json), the learning rate used and, with a budget, its plan
     data:dict=field(default_factory=dict) # what it was trained on: the folder, its preparation (prepare.json), labels
     version:int=SPEC_VERSION # of this description; 0: rebuilt from a model written before descriptions existed
     package:str=field(default_factory=_package_version) # the unet_fastai version that wrote it
