@@ -21,16 +21,15 @@ import argparse, contextlib, json, statistics, tempfile, time, warnings
 from pathlib import Path
 from recipes import data_sets, run_fold, mean_sd
 
-class Deadline:
+def deadline(seconds):
     "A fastai callback that ends the fit once `seconds` have passed since the first fit began (Lightning's `max_time`)"
-    def __new__(cls, seconds):
-        from fastai.callback.core import Callback, CancelFitException
-        class _Deadline(Callback):
-            order, end = 99, None
-            def before_fit(self): self.end = self.end or time.monotonic() + seconds
-            def after_batch(self):
-                if self.training and time.monotonic() > self.end: raise CancelFitException
-        return _Deadline()
+    from fastai.callback.core import Callback, CancelFitException
+    class Deadline(Callback):
+        order, end = 99, None
+        def before_fit(self): self.end = self.end or time.monotonic() + seconds
+        def after_batch(self):
+            if self.training and time.monotonic() > self.end: raise CancelFitException
+    return Deadline()
 
 def main(budgets=('2m',), folds=3, use=1, seed=0, only=None, work=None):
     warnings.filterwarnings('ignore')
@@ -48,7 +47,7 @@ def main(budgets=('2m',), folds=3, use=1, seed=0, only=None, work=None):
                 for f, valid in enumerate(parts[:use]):
                     for arm in res:
                         with tempfile.TemporaryDirectory(dir=work) as out:
-                            extra = dict(budget=sec) if arm == 'plan' else dict(cbs=[Deadline(sec)])
+                            extra = dict(budget=sec) if arm == 'plan' else dict(cbs=[deadline(sec)])
                             r = run_fold(spec, {}, valid, seed + f, out, None if arm == 'plan' else spec.epochs, **extra)
                             if arm == 'plan': r['predicted'] = json.loads((Path(out)/'plan.json').read_text())['predicted_s']
                         res[arm].append(r)

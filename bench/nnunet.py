@@ -26,13 +26,13 @@ from recipes import DATA, data_sets
 CODES = {'pennfudan': ('Dataset501_PennFudan', {'background': 0, 'person': 1}),
          'roads': ('Dataset502_Roads', {'background': 0, 'road': 1})}
 
-def _pennfudan_cases(spec):
+def _pennfudan_cases():
     "(case, image path, label array) of every Penn-Fudan photo; person = any instance id > 0"
     for img in sorted((DATA/'pennfudan'/'PNGImages').glob('*.png')):
         m = np.asarray(Image.open(DATA/'pennfudan'/'PedMasks'/f'{img.stem}_mask.png'))
         yield img.stem, Image.open(img).convert('RGB'), (m > 0).astype(np.uint8)
 
-def _roads_cases(spec):
+def _roads_cases():
     "(case, half-size image, label) of the 21 real road scenes (255 → road; white no-data stays background)"
     for d in ('mass_roads', 'mass_roads_more'):
         for img in sorted((DATA/d/'train'/'sat').glob('*.png')):
@@ -41,13 +41,13 @@ def _roads_cases(spec):
             m = Image.open(DATA/d/'train'/'map'/img.name).convert('L').resize(half, Image.NEAREST)
             yield img.stem, im.resize(half, Image.LANCZOS), (np.asarray(m) > 127).astype(np.uint8)
 
-def write_raw(name, spec, raw:Path)->list:
+def write_raw(name, raw:Path)->list:
     "nnU-Net's raw layout (imagesTr/CASE_0000.png, labelsTr/CASE.png, dataset.json); the cases"
     folder, labels = CODES[name]
     d = raw/folder
     (d/'imagesTr').mkdir(parents=True, exist_ok=True); (d/'labelsTr').mkdir(exist_ok=True)
     cases = []
-    for case, im, lab in (_pennfudan_cases if name == 'pennfudan' else _roads_cases)(spec):
+    for case, im, lab in (_pennfudan_cases if name == 'pennfudan' else _roads_cases)():
         im.save(d/'imagesTr'/f'{case}_0000.png'); Image.fromarray(lab).save(d/'labelsTr'/f'{case}.png')
         cases.append(case)
     (d/'dataset.json').write_text(json.dumps(dict(channel_names={'0': 'R', '1': 'G', '2': 'B'}, labels=labels,
@@ -83,7 +83,7 @@ def main(nnunet, budget='2m', longer=0, only=None, work=None):
                'nnUNet_n_proc_DA': '1', 'PYTHONWARNINGS': 'ignore'}
         for spec, groups, parts in data_sets(w/'work', [n for n in CODES if not only or n in only]):
             folder, _ = CODES[spec.name]
-            cases = write_raw(spec.name, spec, w/'raw')
+            cases = write_raw(spec.name, w/'raw')
             valid = sorted(c for c in cases if c in parts[0])
             train = sorted(c for c in cases if c not in parts[0])
             print(f"\n## {spec.name}: {len(train)} train / {len(valid)} validation cases (fold 0), budget {sec:g} s", flush=True)

@@ -68,10 +68,13 @@ def _lr_find(learn, iters, out, show)->float:
     _save_fig(plt.gcf(), out/'lr_find.png', show)
     return float(sug.valley)
 
-def _machine(learn, processes)->dict:
-    "What a plan holds for: the device, threads, processes and precision"
-    return dict(device=str(learn.dls.device), threads=torch.get_num_threads(), processes=processes,
-                precision=model_spec(learn).precision)
+def _planned(learn, budget, out, ck, epochs, freeze_epochs, lr_find_iters, processes)->dict|None:
+    "The run's plan: none without a budget, the one it made for a resumed run, else a new one for this machine"
+    if budget is None: return None
+    if ck and (plan := read_plan(out)): return plan
+    machine = dict(device=str(learn.dls.device), threads=torch.get_num_threads(), processes=processes,
+                   precision=model_spec(learn).precision)
+    return plan_run(learn, budget, out, freeze_epochs, lr_find_iters, epochs, machine)
 
 def _calibrate(learn, out, show)->dict:
     "Fit the temperature on the validation set (`calibrate`), say what it changed, draw reliability.png; the report"
@@ -115,8 +118,7 @@ def train_segmentation(dls, # from `segmentation_dls`
     with folder_lock(out, wait) if is_main() else nullcontext():  # one run per folder; under torchrun the main process holds it
         ck = read_checkpoint(out/CHECKPOINT, opts, dls.device) if resume and (out/CHECKPOINT).exists() else None
         if is_main(): _start(learn, out, ck, show)
-        plan = (ck and budget and read_plan(out)) or (budget and plan_run(learn, budget, out, freeze_epochs, None if lr or ck else lr_find_iters,
-                                                               epochs, _machine(learn, n)))
+        plan = _planned(learn, budget, out, ck, epochs, freeze_epochs, None if lr or ck else lr_find_iters, n)
         if plan: epochs, freeze_epochs, lr_find_iters = plan['epochs'], plan['freeze_epochs'], plan['lr_find_iters'] or lr_find_iters
         if lr is None: lr = ck['lr'] if ck else from_main(_lr_find(learn, lr_find_iters, out, show) if is_main() else None)
         describe(learn, recipe={**opts, 'lr_used': lr, **({'plan': plan} if plan else {})}, data={'train_items': len(dls.train_ds), 'valid_items': len(dls.valid_ds), **model_spec(learn).data})
@@ -132,7 +134,7 @@ def train_segmentation(dls, # from `segmentation_dls`
             _save_fig(plot_history(read_history(out/'history.csv'), freeze_epochs), out/'curves.png', show)
             _save_fig(show_predictions(learn), out/'predictions.png', show)
             with atomic_write(out/'model.pkl') as t: learn.export(t)  # whole or not at all (a full disk)
-            if plan and budget: write_plan({**plan, 'wall_s': round(budget.spent(), 1)}, out)  # the plan against the clock
+            if plan: write_plan({**plan, 'wall_s': round(budget.spent(), 1)}, out)  # the plan against the clock
         distrib_barrier()
         return learn
 

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/22a_train.plan.ipynb #de3fecf2
 from __future__ import annotations
-import functools, json, math, re, time
+import functools, itertools, json, math, re, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -84,7 +84,7 @@ def probe(learn, # a learner from `seg_learner`
     timer = _StepTimes(steps)
     with learn.no_bar(), learn.no_logging(): learn.fit(steps, lr, cbs=timer)
     step = float(np.mean(np.diff(timer.marks)[1:]))  # the first warms up; the rest include the starts of epochs
-    tmp = Path(folder or learn.path)/f'probe{rank_distrib()}.pth.tmp'
+    tmp = Path(folder or learn.path)/f'.probe{rank_distrib()}.pth.tmp'  # a temporary's name: a killed run's is removed by the next
     save = _timed(lambda: torch.save({'model': model.state_dict(), 'opt': learn.opt.state_dict()}, tmp))
     tmp.unlink(missing_ok=True)
     model.load_state_dict(state); learn.opt = None  # as before: the next fit makes its optimizer
@@ -97,10 +97,11 @@ END_S = 3.  # seconds of the pictures drawn at the end (samples, curves, predict
 
 def _end_s(p:dict)->float: return 1.5 * p['valid_s'] + p['save_s'] + END_S  # calibration, export, pictures
 def _epoch_end_s(p:dict)->float: return p['valid_s'] + 1.5 * p['save_s']  # validation, the checkpoint and most often best.pth
+def _epoch_s(p:dict, batches:int)->float: return batches * p['step_s'] + _epoch_end_s(p)
 
 def _steps(avail:float, p:dict, batches:int)->int:
     "The most training steps whose time, with the validation and checkpoint of every epoch they start, fits in `avail`"
-    epoch = batches * p['step_s'] + _epoch_end_s(p)
+    epoch = _epoch_s(p, batches)
     whole = max(0, math.floor(avail / epoch))
     rest = avail - whole * epoch - _epoch_end_s(p)
     return whole * batches + min(batches - 1, max(0, math.floor(rest / p['step_s'])))
@@ -117,7 +118,7 @@ def make_plan(budget:float, # seconds of the whole run
     "Epochs and steps, frozen epochs and lr_find iterations that end the run within `budget`; each with its rule"
     iters = None if lr_find_iters is None else int(min(lr_find_iters, max(20, 0.1 * budget / p['step_s'])))
     fixed = spent + (iters or 0) * p['step_s'] + _end_s(p)
-    epoch = batches * p['step_s'] + _epoch_end_s(p)
+    epoch = _epoch_s(p, batches)
     fit = _steps(budget * (1 - MARGIN) - fixed, p, batches)
     if epochs is None and fit < batches:
         least = math.ceil((fixed + epoch) / (1 - MARGIN) / 10) * 10
@@ -157,7 +158,7 @@ def data_fingerprint(dls, # DataLoaders of a training task
     from scipy import ndimage
     codes, void = list(dls.codes), getattr(dls, 'void', None)
     counts, areas, shape = np.zeros(len(codes)), {c: [] for c in codes}, None
-    for i, (x, y) in zip(range(n), dls.train):
+    for x, y in itertools.islice(dls.train, n):
         shape, y = list(x.shape[1:]), y.cpu().numpy()
         counts += np.bincount(y[(y >= 0) & (y < len(codes))].ravel(), minlength=len(codes))[:len(codes)]
         for m in y:
