@@ -46,7 +46,7 @@ def test_two_processes_share_the_scenes(county, tmp_path):
     assert two.stdout.count('5 scenes predicted, 0 already done') == 1 and 'by 2 processes' in two.stdout  # one process reports
     a, b = outputs(tmp_path/'one'), outputs(tmp_path/'two')
     assert sorted(a) == sorted(b) == sorted(['mosaic.vrt', 'mosaic_probs.vrt', 'mosaic_uncertainty.vrt', 'polygons.geojson'] + [
-        f's{i}_{k}' for i in range(5) for k in ('mask.tif', 'probs.tif', 'mask.geojson', 'uncertainty.tif')])
+        f's{i}_{k}' for i in range(5) for k in ('mask.tif', 'mask.tif.aux.xml', 'probs.tif', 'mask.geojson', 'uncertainty.tif')])
     for name in a:
         if name.endswith('.vrt'): continue  # they name their folder's files; the same files
         assert a[name] == b[name], name  # the same bytes, whichever process predicted a scene

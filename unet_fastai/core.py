@@ -5,13 +5,13 @@
 # %% ../nbs/00_core.ipynb #a8fa2ed7
 from __future__ import annotations
 import os, sys, tempfile, time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'LOCK', 'BadInputError', 'is_image_file', 'file_head', 'WriteError', 'write_error', 'atomic_write',
-           'remove_temporaries', 'folder_lock', 'console_progress']
+           'remove_temporaries', 'folder_lock', 'console_progress', 'progress_here', 'progress_over']
 
 # %% ../nbs/00_core.ipynb #790452f5
 IMAGE_EXTS = ('.tif', '.tiff', '.png', '.jpg', '.jpeg', '.jp2', '.vrt')
@@ -124,10 +124,24 @@ def console_progress(show:bool=None, # draw the bars (default: stderr is a termi
     env = os.environ.get('UNET_FASTAI_PROGRESS', '')
     if show is None: show = env == '1' or (env != '0' and sys.stderr.isatty())
     err = (lambda *a, **k: builtins.print(*a, **{**k, 'file': sys.stderr})) if show else (lambda *a, **k: None)
-    saved = fp.NO_BAR, fp.WRITER_FN, fp.print_and_maybe_save
+    saved = fp.NO_BAR, fp.WRITER_FN, fp.print_and_maybe_save, fp.__dict__.get('print')
     fp.NO_BAR, fp.WRITER_FN, fp.print, fp.print_and_maybe_save = not show, err, err, builtins.print
     try: yield
     finally:
-        (fp.NO_BAR, fp.WRITER_FN, fp.print_and_maybe_save), _ = saved, fp.__dict__.pop('print', None)
+        fp.NO_BAR, fp.WRITER_FN, fp.print_and_maybe_save, printer = saved
+        if printer is None: del fp.print  # fastprogress's module uses the builtin again
+        else: fp.print = printer  # an outer `console_progress`'s
+
+def progress_here():
+    "fastprogress's own bars in a notebook; elsewhere `console_progress` (bars on a terminal's stderr only): how a library call shows progress"
+    from fastcore.imports import in_notebook
+    return nullcontext() if in_notebook() else console_progress()
+
+def progress_over(items, # what a loop goes over
+                  display:bool=True, # draw a bar at all (e.g. on the main process only)
+                 ):
+    "`items` with fastprogress's bar, drawn as `progress_here` says"
+    from fastprogress.fastprogress import progress_bar
+    with progress_here(): yield from progress_bar(items, leave=False, display=display)
 
 

@@ -27,6 +27,7 @@ class ModelSpec:
     mean:list=None # per-band mean of the 0..1 input, subtracted before the model (None: 0)
     std:list=None # per-band standard deviation of the 0..1 input, divided by before the model (None: 1)
     bands:list=None # bands of a scene to read, numbered from 1 (None: the first `n_in`; a gray image is repeated)
+    gray:bool=False # trained on one-band (gray) images, repeated to its 3 bands: only then is a one-band GeoTIFF its kind of scene
     nodata:int=None # pixel value that marked no-data (every band) in the training scenes
     tile:int=0 # whole scenes are predicted by tiles of this many model pixels (0: whole images at once)
     size:list=None # whole images are rescaled to this: [height, width], or an int for their longer side

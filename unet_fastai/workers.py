@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from functools import partial
 from fastcore.basics import defaults
 from fastcore.parallel import parallel
-from .core import BadInputError
+from .core import BadInputError, progress_here
 
 # %% auto #0
 __all__ = ['run_parallel', 'run_steps']
@@ -50,7 +50,7 @@ def run_parallel(f, # called as f(item, **kwargs)
     """`f` over `items` with fastcore's `parallel`: the one way every preparation step uses the cores. Workers die with
     this process (a kill -9 included), and Ctrl-C stops them at once"""
     n = defaults.cpus if workers is None else workers
-    with _interruptible():
+    with _interruptible(), progress_here():  # bars on a terminal or in a notebook, not into a piped output
         return list(parallel(partial(_in_worker, fn=f, parent=os.getpid()), items, n_workers=n if n > 1 else 0,
                              progress=progress and len(items) > 1, **kwargs))
 

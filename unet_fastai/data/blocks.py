@@ -21,8 +21,8 @@ from .prepare import files_by_stem, find_pairs, check_pair
 
 # %% auto #0
 __all__ = ['AUGMENTATIONS', 'ROAD_CODES', 'MaskReader', 'default_workers', 'MultiBandImage', 'MultiBandBlock', 'band_stats',
-           'seg_augs', 'segmentation_dls', 'scene_of', 'split_by_scene', 'pairs_dls', 'roads_dls', 'read_codes',
-           'camvid_layout', 'camvid_pairs', 'camvid_dls']
+           'all_gray', 'seg_augs', 'segmentation_dls', 'scene_of', 'split_by_scene', 'pairs_dls', 'roads_dls',
+           'read_codes', 'camvid_layout', 'camvid_pairs', 'camvid_dls']
 
 # %% ../../nbs/12_data.blocks.ipynb #f07060c8
 class MaskReader:
@@ -79,6 +79,16 @@ def band_stats(files:list, # images (the training set)
     mean = s / count
     return list(mean), list(np.sqrt(np.maximum(s2 / count - mean ** 2, 1e-12)))
 
+# %% ../../nbs/12_data.blocks.ipynb #157b44b3
+def all_gray(files:list, # images (the training set)
+             n:int=16, # at most this many looked at, evenly spaced
+            )->bool:
+    "Whether `files` are one-band (gray) images, from the headers of at most `n` of them (palettes count as colour)"
+    files = list(files)[::max(1, len(files) // n)][:n]
+    def count(f):
+        with Raster(f) as r: return r.count
+    return bool(files) and all(count(f) == 1 for f in files)
+
 # %% ../../nbs/12_data.blocks.ipynb #78c5f557
 AUGMENTATIONS = ('aerial', 'street', None)
 
@@ -124,6 +134,7 @@ def segmentation_dls(pairs:list, # (image, mask) paths
                        batch_tfms=[*seg_augs(aug), Normalize.from_stats(*stats)])
     dls = dblock.dataloaders(items, bs=bs, num_workers=num_workers, **kwargs)
     dls.codes, dls.void, dls.n_in, dls.caches = list(codes), void, n_bands or 3, caches
+    dls.gray = not n_bands and all_gray(items)
     return dls
 
 # %% ../../nbs/12_data.blocks.ipynb #6ac62b24

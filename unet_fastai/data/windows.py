@@ -199,4 +199,5 @@ def scenes_dls(scenes:list, # scene files or URLs
     dls.train.windows = sampler
     void = NODATA if any(ss.open(i)[0].has_nodata for i in range(len(ss))) else None
     dls.codes, dls.void, dls.n_in, dls.windows = list(codes), void, n_bands if multi else 3, sampler
+    dls.gray = n_bands == 1
     return dls

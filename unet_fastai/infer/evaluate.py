@@ -6,9 +6,8 @@
 from __future__ import annotations
 import json as _json
 import numpy as np
-from fastprogress.fastprogress import progress_bar
 from ..io.masks import NODATA, parse_mask_map, read_mask
-from ..core import BadInputError, atomic_write
+from ..core import BadInputError, atomic_write, progress_over
 from ..io.raster import Raster, parse_bands, image_size
 from ..io.sources import scene_sources
 from ..io.labels import VectorLabels, vector_labels
@@ -63,7 +62,7 @@ def evaluate_scenes(learn, # learner (or `OnnxSegmenter`)
     check_images([p for pair in pairs for p in pair if not isinstance(p, VectorLabels)])
     procs = len(gather(None))
     share = shard_scenes([h * w for h, w in (image_size(i) for i, _ in pairs)], procs)[rank_distrib() if procs > 1 else 0]
-    for img, msk in progress_bar([pairs[i] for i in share], leave=False, display=rank_distrib() == 0):
+    for img, msk in progress_over([pairs[i] for i in share], rank_distrib() == 0):
         if isinstance(msk, VectorLabels):
             with Raster(img) as r: truth = msk.for_scene(r).read()[..., 0]
         else: truth = read_mask(msk, mm)
@@ -155,7 +154,7 @@ def evaluate_model(model:str, # exported learner (model.pkl) or ONNX model (.onn
                    overlap:int=None, # tile overlap (default: tile // 4)
                    bs:int=8, # tiles per forward pass
                    size:int=None, # rescale scenes so that their longer side is SIZE for the model (default: as in training)
-                   bands:str=None, # bands to read, numbered from 1, e.g. 1,2,3 (default: those of training, else the first three)
+                   bands:str=None, # bands to read, numbered from 1, e.g. 1,2,3 (default: those of training, else the first three: bands 1-3 of a 4-band scene for an RGB model; a 1-band GeoTIFF only for a model of gray images, or as 1,1,1)
                    nodata:int=None, # pixel value that marks no-data where every band has it, e.g. 255 (white): left out
                    tta:int=1, # test-time augmentation: 1, 2, 4 or 8 flips and turns of each tile, averaged
                   )->dict:

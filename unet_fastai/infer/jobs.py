@@ -8,8 +8,7 @@ import json, warnings
 from contextlib import nullcontext
 from pathlib import Path
 import numpy as np
-from fastprogress.fastprogress import progress_bar
-from ..core import BadInputError, atomic_write, remove_temporaries, folder_lock
+from ..core import BadInputError, atomic_write, remove_temporaries, folder_lock, progress_over
 from ..io.raster import Raster, parse_bands, image_size
 from ..io.sources import scene_sources, scene_stem
 from ..io.writers import save_image, mosaic_vrt
@@ -40,9 +39,9 @@ def shard_scenes(sizes:list, # the work of each scene (its pixels)
 MARKS = '.predicted'  # DIR/.predicted/<stem>.json: the outputs of a scene and what made them
 
 def output_names(stem:str, geo:bool, probs=False, vector=False, uncertainty=False)->list:
-    "The files a scene gets: `<stem>_mask.tif` (+ `_probs.tif`, `_mask.geojson`, `_uncertainty.tif`) for GeoTIFF outputs, else `<stem>_mask.png` + `_overlay.png` (+ `_uncertainty.png`)"
+    "The files a scene gets: `<stem>_mask.tif` and its class names (`.aux.xml`) (+ `_probs.tif`, `_mask.geojson`, `_uncertainty.tif`) for GeoTIFF outputs, else `<stem>_mask.png` + `_overlay.png` (+ `_uncertainty.png`)"
     if not geo: return [f'{stem}_mask.png', f'{stem}_overlay.png'] + [f'{stem}_uncertainty.png'] * bool(uncertainty)
-    return ([f'{stem}_mask.tif'] + [f'{stem}_probs.tif'] * bool(probs) + [f'{stem}_mask.geojson'] * bool(vector) +
+    return ([f'{stem}_mask.tif', f'{stem}_mask.tif.aux.xml'] + [f'{stem}_probs.tif'] * bool(probs) + [f'{stem}_mask.geojson'] * bool(vector) +
             [f'{stem}_uncertainty.tif'] * bool(uncertainty))
 
 def scene_done(out:Path, stem:str, made:dict)->bool:
@@ -125,7 +124,7 @@ def predict_scenes(model:str, # exported learner (model.pkl) or ONNX model (.onn
                    probs:bool=False, # GeoTIFF outputs: also the class probabilities, <stem>_probs.tif
                    vector:bool=False, # GeoTIFF outputs: also the classes as polygons, <stem>_mask.geojson and polygons.geojson
                    uncertainty:bool=False, # also where the model is unsure: <stem>_uncertainty.tif (entropy; with --tta also mutual information) or .png (entropy)
-                   bands:str=None, # bands to read, numbered from 1, e.g. 1,2,3 (default: those of training, else the first three)
+                   bands:str=None, # bands to read, numbered from 1, e.g. 1,2,3 (default: those of training, else the first three: bands 1-3 of a 4-band scene for an RGB model; a 1-band GeoTIFF only for a model of gray images, or as 1,1,1)
                    nodata:int=None, # pixel value that marks no-data where every band has it, e.g. 255 (white)
                    binary_255:bool=False, # PNG outputs: write 2-class masks as 0/255 instead of 0/1 (no-data as 0)
                    tta:int=1, # test-time augmentation: 1, 2, 4 or 8 flips and turns of each tile, averaged (N × the time)
@@ -153,7 +152,7 @@ def predict_scenes(model:str, # exported learner (model.pkl) or ONNX model (.onn
         jobs = [(f, scene_stem(f), dict(scene=source_signature(f), **made_by)) for f in [files[i] for i in share]]
         todo = [j for j in jobs if overwrite or not scene_done(out, *j[1:])]
         learn = load_model(model) if todo else None  # a rerun with nothing to do loads no model
-        for f, stem, made in progress_bar(todo, leave=False, display=is_main()):
+        for f, stem, made in progress_over(todo, is_main()):
             (out/MARKS/f'{stem}.json').unlink(missing_ok=True)  # its outputs are being redone
             mark_done(out, stem, made, _predict_one(learn, f, out, stem, bs=bs, **opts))
         done, skipped = np.sum(gather([len(todo), len(jobs) - len(todo)]), 0)

@@ -12,14 +12,14 @@ from ..io.masks import NODATA
 from ..core import BadInputError
 from ..io.raster import Raster, read_image
 from ..io.geometry import check_tiles, tile_starts, scaled_shape
-from ..spec import model_spec
+from ..spec import ModelSpec, model_spec
 from ..train.calibration import calibrated
 from .uncertainty import entropy, uncertainty_bands
 # torch, fastai and the model are imported where they are used, so that the command line checks its files first
 
 # %% auto #0
-__all__ = ['TTA', 'scene_rgb', 'blend_window', 'resize_bilinear', 'tta_fn', 'model_bands', 'scene_raster', 'predict_strips',
-           'predict_scene']
+__all__ = ['TTA', 'scene_rgb', 'blend_window', 'resize_bilinear', 'tta_fn', 'model_bands', 'scene_raster', 'check_bands',
+           'predict_strips', 'predict_scene']
 
 # %% ../../nbs/26_infer.predict.ipynb #e6e2afde
 def scene_rgb(image)->np.ndarray:
@@ -210,6 +210,18 @@ def scene_raster(learn, image, bands=None, nodata=None)->Raster:
     if isinstance(image, Raster): return image
     return Raster(image if isinstance(image, (str, Path)) else np.asarray(image), bands=model_bands(learn, bands), nodata=nodata)
 
+def check_bands(scene:Raster, # the scene, its bands chosen (`model_bands`)
+                spec:ModelSpec, # the model's description
+               ):
+    "A scene whose bands the model cannot take is one line; one band is repeated to RGB for a model of gray images, or a photo (no CRS)"
+    n_in, got = spec.n_in, len(scene.bands)
+    if got == n_in or (got == 1 and n_in == 3 and (spec.gray or not scene.georeferenced)): return
+    if got == 1 and n_in == 3:
+        raise BadInputError(f"{scene.name}: one band, but the model learnt {n_in}-band scenes, not gray ones; give it the scene's "
+                            f"{n_in} bands, or pass --bands 1,1,1 to read this band as gray anyway")
+    raise BadInputError(f"{scene.name}: {got} band(s) read (bands {','.join(map(str, scene.bands))}), but the model takes "
+                        f"{n_in} bands; pass --bands with {n_in} band numbers")
+
 def predict_strips(learn, # a fastai U-Net learner from `train_segmentation` or `load_learner` (or an `OnnxSegmenter`)
                    scene:Raster, # the scene (see `Raster`: a file or an array, its bands and no-data)
                    tile:int=None, # tile size in model pixels, a multiple of 32; 0: the whole image at once
@@ -228,10 +240,7 @@ def predict_strips(learn, # a fastai U-Net learner from `train_segmentation` or 
     if size is None and scale is None: size, scale = spec.size, spec.scale
     overlap = tile // 4 if overlap is None else overlap
     check_tiles(tile, overlap, bs)
-    n_in, got = spec.n_in, len(scene.bands)
-    if got != n_in and not (got == 1 and n_in == 3):  # a gray scene is repeated to RGB
-        raise BadInputError(f"{scene.name}: {got} band(s) read (bands {','.join(map(str, scene.bands))}), but the model takes "
-                            f"{n_in} bands; pass --bands with {n_in} band numbers")
+    check_bands(scene, spec)
     h, w = scene.height, scene.width
     hm, wm = _model_size(h, w, size, scale)
     f = learn.tile_fn() if hasattr(learn, 'tile_fn') else _model_fn(learn)  # a Learner, or e.g. an ONNX model

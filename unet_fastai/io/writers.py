@@ -4,17 +4,70 @@
 
 # %% ../../nbs/06_io.writers.ipynb #b9e71361
 from __future__ import annotations
-import os, warnings
+import errno, functools, json, os, shutil, warnings
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from ..core import BadInputError, atomic_write
+from ..core import BadInputError, atomic_write, write_error
 from .raster import Raster, gdal_env, vips
 
 # %% auto #0
-__all__ = ['image_path', 'image_writer', 'save_image', 'geotiff_writer', 'feature_collection', 'describe_bands', 'mosaic_vrt',
-           'write_layers', 'layer_file', 'write_table']
+__all__ = ['GDAL_FULL', 'gdal_errors', 'close_dataset', 'gdal_write', 'image_path', 'image_writer', 'save_image',
+           'geotiff_writer', 'feature_collection', 'describe_bands', 'name_classes', 'mosaic_vrt', 'write_layers',
+           'layer_file', 'write_table']
+
+# %% ../../nbs/06_io.writers.ipynb #c6631bd2
+GDAL_FULL = 4 << 20  # bytes free under which a failed GDAL write is taken for a full disk
+
+def _free(path)->float:
+    "Bytes free on the file system of `path`'s folder (infinite when it cannot be told)"
+    try: return shutil.disk_usage(Path(path).parent).free
+    except OSError: return float('inf')
+
+def _wheel_lib(name:str):
+    "The library `name` (e.g. 'libgdal') of rasterio's wheels through ctypes, or None (rasterio built otherwise)"
+    import ctypes, glob, rasterio
+    found = glob.glob(os.path.join(os.path.dirname(rasterio.__file__) + '.libs', f'{name}-*'))
+    try: return ctypes.CDLL(found[0]) if found else None
+    except OSError: return None
+
+@functools.cache
+def _quiet_libtiff():
+    "Turn off libtiff's printing of errors on stderr (GDAL has them and raises them); a libtiff not of rasterio's wheels is left as it is"
+    if (lib := _wheel_lib('libtiff')) is not None: lib.TIFFSetErrorHandler(None)
+
+@contextmanager
+def gdal_errors():
+    "Yield a list that gets GDAL's errors in this thread inside, unprinted: what rasterio lets pass (a block that could not be written when a file is closed)"
+    import ctypes
+    lib, said = _wheel_lib('libgdal'), []
+    handler = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_int, ctypes.c_char_p)(
+        lambda kind, no, msg: said.append(msg.decode(errors='replace')) if kind >= 3 else None)  # CE_Failure, CE_Fatal
+    if lib is not None: lib.CPLPushErrorHandler(ctypes.cast(handler, ctypes.c_void_p))
+    try: yield said
+    finally:
+        if lib is not None: lib.CPLPopErrorHandler()
+
+def close_dataset(ds, # a rasterio dataset open for writing
+                  ok:bool=True, # finished: an error while its last blocks are written is raised; False: abandoned, quietly
+                 ):
+    "Close `ds`; rasterio only prints GDAL's errors of a close (the last blocks written), so a file cut short would pass for whole"
+    from rasterio.errors import RasterioIOError
+    with gdal_errors() as said: ds.close()
+    if ok and said: raise RasterioIOError(f"{ds.name}: {said[-1]}")
+
+@contextmanager
+def gdal_write(path, # the file GDAL writes in the block, as the user knows it (not its temporary)
+               needed:int=GDAL_FULL, # bytes the write needed: a failure with less room than this is a full disk
+              ):
+    "Inside: a rasterio (GDAL) error while `path`'s file system has less than `needed` bytes free is a full disk: `write_error`'s one line, naming `path`"
+    _quiet_libtiff()
+    try: yield
+    except Exception as e:
+        if type(e).__module__.startswith('rasterio') and _free(path) < needed:
+            raise write_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))) from e
+        raise
 
 # %% ../../nbs/06_io.writers.ipynb #5b94e588
 def image_path(path, bands:int)->Path:
@@ -46,8 +99,9 @@ class _TiffRows(_Rows):
                                     photometric=photometric, **packing)
     def _write(self, a):
         from rasterio.windows import Window
-        self.ds.write(np.moveaxis(a, -1, 0), window=Window(0, self.rows, a.shape[1], len(a)))
-    def close(self, ok=True): self.ds.close()
+        with gdal_write(self.path, max(GDAL_FULL, a.nbytes)): self.ds.write(np.moveaxis(a, -1, 0), window=Window(0, self.rows, a.shape[1], len(a)))
+    def close(self, ok=True):
+        with gdal_write(self.path): close_dataset(self.ds, ok)
 
 class _PngRows(_TiffRows):
     """8-bit gray or RGB PNG written as rows come. Pillow cannot write a PNG by parts: the rows go to an uncompressed
@@ -57,9 +111,9 @@ class _PngRows(_TiffRows):
         self.png, self.level = Path(path), level
         super().__init__(self.png.with_suffix('.rows.tif.tmp'), height, width, bands, None, 'rgb' if bands == 3 else 'minisblack')
     def close(self, ok=True):
-        super().close(ok)
         rows = Path(self.ds.name)
         try:
+            super().close(ok)
             if ok: self._encode(rows)
         finally: rows.unlink(missing_ok=True)
     def _encode(self, rows):
@@ -117,11 +171,15 @@ def geotiff_writer(path, # the GeoTIFF to write
         warnings.simplefilter('ignore', NotGeoreferencedWarning)
         part = final.with_name(final.name[:-len('.tmp')] + '.part.tmp')  # a temporary too, for `remove_temporaries`
         try:
-            with rasterio.open(part, 'w', driver='GTiff', height=like.height, width=like.width, count=count, dtype=dtype,
-                               crs=like.crs, transform=like.transform, nodata=nodata, tiled=True, blockxsize=512,
-                               blockysize=512, compress='deflate', BIGTIFF='IF_SAFER') as ds: yield ds
-            rasterio.shutil.copy(part, final, driver='COG', COMPRESS='DEFLATE', OVERVIEW_RESAMPLING=overviews.upper(),
-                                 BIGTIFF='IF_SAFER')
+            with gdal_write(path):  # a full disk while the file is closed, or while the COG is made
+                ds = rasterio.open(part, 'w', driver='GTiff', height=like.height, width=like.width, count=count, dtype=dtype,
+                                   crs=like.crs, transform=like.transform, nodata=nodata, tiled=True, blockxsize=512,
+                                   blockysize=512, compress='deflate', BIGTIFF='IF_SAFER')
+                try: yield ds
+                except BaseException: close_dataset(ds, ok=False); raise
+                close_dataset(ds)
+                rasterio.shutil.copy(part, final, driver='COG', COMPRESS='DEFLATE', OVERVIEW_RESAMPLING=overviews.upper(),
+                                     BIGTIFF='IF_SAFER')
         finally: part.unlink(missing_ok=True)
 
 def feature_collection(features:list, # GeoJSON features
@@ -143,6 +201,24 @@ def describe_bands(ds, # a GeoTIFF open for writing (from `geotiff_writer`)
     ds.colorinterp = [ColorInterp.gray] * len(names)
     ds.update_tags(**tags)
 
+# %% ../../nbs/06_io.writers.ipynb #b3b197f1
+def name_classes(path, # a class mask GeoTIFF
+                 codes:list, # the class names, of the values 0, 1, ...
+                 colours=None, # (C, 3) RGB of the classes (its colour table), or None
+                )->Path: # the sidecar written: `path`.aux.xml
+    "Name the classes of a mask GeoTIFF as GDAL reads them: category names and a raster attribute table, in its `.aux.xml` sidecar"
+    from xml.sax.saxutils import escape
+    fields = [('value', 0, 5), ('class', 2, 2)] + ([('red', 0, 6), ('green', 0, 7), ('blue', 0, 8)] if colours is not None else [])
+    rows = [[i, escape(str(c))] + ([int(v) for v in colours[i]] if colours is not None else []) for i, c in enumerate(codes)]
+    xml = (['<PAMDataset>', '  <PAMRasterBand band="1">', '    <CategoryNames>'] + [f'      <Category>{escape(str(c))}</Category>' for c in codes] +
+           ['    </CategoryNames>', '    <GDALRasterAttributeTable tableType="thematic">'] +
+           [f'      <FieldDefn index="{i}"><Name>{n}</Name><Type>{t}</Type><Usage>{u}</Usage></FieldDefn>' for i, (n, t, u) in enumerate(fields)] +
+           [f'      <Row index="{i}">' + ''.join(f'<F>{v}</F>' for v in r) + '</Row>' for i, r in enumerate(rows)] +
+           ['    </GDALRasterAttributeTable>', '  </PAMRasterBand>', '</PAMDataset>', ''])
+    side = Path(f'{path}.aux.xml')
+    with atomic_write(side) as t: t.write_text('\n'.join(xml))
+    return side
+
 # %% ../../nbs/06_io.writers.ipynb #af13796c
 _GDAL_TYPES = {'uint8': 'Byte', 'int8': 'Int8', 'uint16': 'UInt16', 'int16': 'Int16', 'uint32': 'UInt32', 'int32': 'Int32',
                'float32': 'Float32', 'float64': 'Float64'}
@@ -156,7 +232,7 @@ def _grid(files)->list:
             try: cmap = d.colormap(1)
             except ValueError: cmap = None
             out.append((f, dict(crs=d.crs, count=d.count, dtype=d.dtypes[0], res=(d.transform.a, d.transform.e), t=d.transform,
-                                w=d.width, h=d.height, nodata=d.nodata, cmap=cmap)))
+                                w=d.width, h=d.height, nodata=d.nodata, cmap=cmap, names=d.descriptions, classes=d.tags().get('classes'))))
     first = out[0][1]
     for f, m in out:
         if m['t'].b or m['t'].d: raise BadInputError(f"{f}: a rotated grid; a mosaic takes north-up rasters")
@@ -179,10 +255,12 @@ def mosaic_vrt(files:list, # rasters of one CRS, band count, data type and pixel
            f'  <GeoTransform>{x0!r}, {a!r}, 0, {y1!r}, 0, {e!r}</GeoTransform>']
     for b in range(1, first['count'] + 1):
         xml.append(f'  <VRTRasterBand dataType="{_GDAL_TYPES[first["dtype"]]}" band="{b}">')
+        if first['names'][b - 1]: xml.append(f'    <Description>{escape(first["names"][b - 1])}</Description>')
         if nd is not None: xml.append(f'    <NoDataValue>{nd!r}</NoDataValue>')
         if b == 1 and first['cmap']:
             xml += ['    <ColorInterp>Palette</ColorInterp>', '    <ColorTable>'] + [
                 f'      <Entry c1="{c[0]}" c2="{c[1]}" c3="{c[2]}" c4="{c[3]}"/>' for _, c in sorted(first['cmap'].items())] + ['    </ColorTable>']
+            if first['classes']: xml += ['    <CategoryNames>'] + [f'      <Category>{escape(c)}</Category>' for c in json.loads(first['classes'])] + ['    </CategoryNames>']
         for f, m in grid:
             rel = escape(os.path.relpath(f.resolve(), out.parent.resolve()))
             dx, dy = round((m['t'].c - x0) / a), round((m['t'].f - y1) / e)

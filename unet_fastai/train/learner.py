@@ -141,7 +141,7 @@ def seg_learner(dls, # from `segmentation_dls` (has `.codes` and `.void`)
     if compile and torch.cuda.is_available(): learn.add_cb(CompileModel())
     elif compile and is_main(): print("compile=True: ignored on a CPU (torch.compile is used on CUDA only)")
     mean, std = input_stats(dls)
-    learn.add_cb(Described(ModelSpec(list(dls.codes), dls.void, len(mean), mean, std, precision=precision)))
+    learn.add_cb(Described(ModelSpec(list(dls.codes), dls.void, len(mean), mean, std, gray=getattr(dls, 'gray', False), precision=precision)))
     return learn
 
 # %% ../../nbs/18_train.learner.ipynb #a4508aa9

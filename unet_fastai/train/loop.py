@@ -12,7 +12,7 @@ import torch
 from fastai.vision.all import CSVLogger, minimum, steep, valley, set_seed, rank_distrib, distrib_barrier
 from fastcore.basics import ifnone
 from fastcore.meta import delegates
-from ..core import BadInputError, atomic_write, remove_temporaries, folder_lock
+from ..core import BadInputError, atomic_write, remove_temporaries, folder_lock, progress_here
 from ..data.blocks import camvid_dls, roads_dls, pairs_dls
 from ..data.windows import scenes_dls
 from ..data.prepare import find_pairs
@@ -115,7 +115,7 @@ def train_segmentation(dls, # from `segmentation_dls`
     monitor = _check_monitor(learn, monitor)
     opts = run_options(config, dls, n, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, lr_find_iters=lr_find_iters,
                        monitor=monitor, train_seed=train_seed, budget=budget and budget.seconds, **kwargs)
-    with folder_lock(out, wait) if is_main() else nullcontext():  # one run per folder; under torchrun the main process holds it
+    with folder_lock(out, wait) if is_main() else nullcontext(), progress_here():  # one run per folder (under torchrun the main process holds it); bars where a person sees them
         ck = read_checkpoint(out/CHECKPOINT, opts, dls.device) if resume and (out/CHECKPOINT).exists() else None
         if is_main(): _start(learn, out, ck, show)
         plan = _planned(learn, budget, out, ck, epochs, freeze_epochs, None if lr or ck else lr_find_iters, n)
