@@ -1,5 +1,5 @@
 "Faults a user meets: a full disk and a read-only folder, on small tmpfs file systems (root mounts them; skipped, saying why, elsewhere)"
-import json, os, shutil, subprocess
+import json, os, re, shutil, subprocess
 from pathlib import Path
 from contextlib import contextmanager
 import numpy as np, pytest
@@ -148,3 +148,15 @@ def test_prepare_from_python_draws_no_bar_into_a_pipe(tmp_path):
     code = f"from unet_fastai.data.prepare import prepare; prepare({str(tmp_path/'src')!r}, {str(tmp_path/'dst')!r}, workers=0); print('done')"
     r = run(command('python'), '-c', code)
     assert r.returncode == 0 and r.stdout == 'done\n' and '█' not in r.stderr and '%' not in r.stderr, (r.stdout, r.stderr[-2000:])
+
+def test_a_model_cut_short_for_each_command(tmp_path):
+    "A model.pkl copied half-way: every command that loads one says so in one line, from the file's last bytes, before torch loads"
+    model = Path(__file__).parent/'data'/'model_446c995.pkl'
+    half = tmp_path/'model.pkl'; half.write_bytes(model.read_bytes()[:model.stat().st_size // 2])
+    scenes = geo_scenes(tmp_path/'scenes', n=1, size=128)
+    said = f"error: {half}: incomplete or damaged ({half.stat().st_size:,} bytes; the end of the archive is missing); copy it again, or export it again from its training folder"
+    for args in (('predict', half, scenes), ('evaluate', half, '--images', scenes, '--masks', scenes), ('suggest', half, scenes),
+                 ('audit', half, '--images', scenes, '--masks', scenes), ('app', half)):
+        r = run(command('python'), '-X', 'importtime', command('unet_fastai'), *args)  # Python lists every module it imports
+        assert r.returncode == 1 and errors(r) == [said] and 'Traceback' not in r.stderr, (args[0], r.stderr[-2000:])
+        assert not re.search(r'\|\s+torch$', r.stderr, re.M), args[0]  # said before torch (seconds) was imported

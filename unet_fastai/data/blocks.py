@@ -79,7 +79,7 @@ def band_stats(files:list, # images (the training set)
     mean = s / count
     return list(mean), list(np.sqrt(np.maximum(s2 / count - mean ** 2, 1e-12)))
 
-# %% ../../nbs/12_data.blocks.ipynb #157b44b3
+# %% ../../nbs/12_data.blocks.ipynb #7b17b78a
 def all_gray(files:list, # images (the training set)
              n:int=16, # at most this many looked at, evenly spaced
             )->bool:

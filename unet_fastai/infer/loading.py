@@ -4,7 +4,7 @@
 
 # %% ../../nbs/24_infer.loading.ipynb #28546cd8
 from __future__ import annotations
-import os, pickle, warnings
+import os, pickle, warnings, zipfile
 from pathlib import Path
 from types import SimpleNamespace
 from ..core import BadInputError, file_head
@@ -20,6 +20,9 @@ def check_model(model)->Path:
     p, head = Path(model), file_head(model, 'model file', 'pass the model.pkl written by training (or a .onnx)')
     if p.suffix.lower() != '.onnx' and head != b'PK\x03\x04':  # `learn.export` writes torch's zip format
         raise BadInputError(f"{p}: not a model exported by fastai (`learn.export`, the model.pkl of training); pass that file")
+    if p.suffix.lower() != '.onnx' and not zipfile.is_zipfile(p):  # its end (the zip's directory) is missing: a copy cut short
+        raise BadInputError(f"{p}: incomplete or damaged ({p.stat().st_size:,} bytes; the end of the archive is missing); "
+                            "copy it again, or export it again from its training folder")
     return p
 
 PICKLE_NOTE = ("a model.pkl is loaded with Python's pickle, which runs the code inside it: load only models you trust "

@@ -38,9 +38,10 @@ def predict_geotiff(learn, # a learner or `OnnxSegmenter`
         if not isinstance(scene, Raster): scene = stack.enter_context(scene_raster(learn, scene))
         m = stack.enter_context(geotiff_writer(mask_path, scene, nodata=NODATA))
         m.write_colormap(1, {i: (*PALETTE[i % len(PALETTE)], 255) for i in range(len(codes))})
-        m.update_tags(classes=json.dumps(codes), tta=str(kwargs.get('tta', 1)))
+        void = 'none' if spec.void is None else f'{spec.void} ({codes[spec.void]}): neither learnt nor scored'
+        m.update_tags(classes=json.dumps(codes), void=void, tta=str(kwargs.get('tta', 1)))
         p = stack.enter_context(geotiff_writer(probs_path, scene, count=len(codes), overviews='average')) if probs_path else None
-        if p: describe_bands(p, codes, classes=json.dumps(codes), calibration=calibration)
+        if p: describe_bands(p, codes, classes=json.dumps(codes), void=void, calibration=calibration)
         bands = UNCERTAINTY_BANDS[:1 + (tta > 1)]
         u = stack.enter_context(geotiff_writer(uncertainty_path, scene, count=len(bands), overviews='average')) if uncertainty_path else None
         if u: describe_bands(u, bands, scale=f"0..255 is 0..log({len(codes)}) nats", tta=str(tta), calibration=calibration)

@@ -17,7 +17,7 @@ __all__ = ['GDAL_FULL', 'gdal_errors', 'close_dataset', 'gdal_write', 'image_pat
            'geotiff_writer', 'feature_collection', 'describe_bands', 'name_classes', 'mosaic_vrt', 'write_layers',
            'layer_file', 'write_table']
 
-# %% ../../nbs/06_io.writers.ipynb #c6631bd2
+# %% ../../nbs/06_io.writers.ipynb #5ad2313b
 GDAL_FULL = 4 << 20  # bytes free under which a failed GDAL write is taken for a full disk
 
 def _free(path)->float:
@@ -201,7 +201,7 @@ def describe_bands(ds, # a GeoTIFF open for writing (from `geotiff_writer`)
     ds.colorinterp = [ColorInterp.gray] * len(names)
     ds.update_tags(**tags)
 
-# %% ../../nbs/06_io.writers.ipynb #b3b197f1
+# %% ../../nbs/06_io.writers.ipynb #dae6684f
 def name_classes(path, # a class mask GeoTIFF
                  codes:list, # the class names, of the values 0, 1, ...
                  colours=None, # (C, 3) RGB of the classes (its colour table), or None
