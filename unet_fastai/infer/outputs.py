@@ -38,7 +38,7 @@ def predict_geotiff(learn, # a learner or `OnnxSegmenter`
         if not isinstance(scene, Raster): scene = stack.enter_context(scene_raster(learn, scene))
         m = stack.enter_context(geotiff_writer(mask_path, scene, nodata=NODATA))
         m.write_colormap(1, {i: (*PALETTE[i % len(PALETTE)], 255) for i in range(len(codes))})
-        void = 'none' if spec.void is None else f'{spec.void} ({codes[spec.void]}): neither learnt nor scored'
+        void = 'none' if spec.void is None else f"{spec.void} ({codes[spec.void] if spec.void < len(codes) else 'no imagery'}): neither learnt nor scored"
         m.update_tags(classes=json.dumps(codes), void=void, tta=str(kwargs.get('tta', 1)))
         p = stack.enter_context(geotiff_writer(probs_path, scene, count=len(codes), overviews='average')) if probs_path else None
         if p: describe_bands(p, codes, classes=json.dumps(codes), void=void, calibration=calibration)
