@@ -21,6 +21,15 @@ killed (SIGKILL to every process) once a third of the scenes are done, and its r
 
     python bench/predict.py [--sizes 1500 6000] [--geo-sizes 1500 20000] [--rounds 2] [--bs 8] [--tile 128]
     python bench/predict.py --processes 2 [--n-scenes 6] [--scene-size 1500]
+
+With --seams MODEL SCENE...: how much a tiled-and-blended prediction differs from one whole-image forward pass, near
+the tile seams (within --band model pixels of an edge where two tiles meet) against the tiles' interiors: the share of
+pixels whose class differs and the mean absolute difference of the probabilities, at the default overlap (tile // 4)
+and at overlap 0, and a picture of the difference (--picture). Target: at the default overlap the seams differ from
+the whole image no more than the interiors do (ratio <= 1.5 for both measures): a seam a person could see is one that
+stands out from its surroundings.
+
+    python bench/predict.py --seams data/demo/model/model.pkl ../shared/data/mass_roads/train/sat/*.tiff [--picture seams.png]
 """
 import argparse, json, statistics, subprocess, sys, tempfile, time, warnings
 from pathlib import Path
@@ -137,8 +146,64 @@ def processes_bench(root, model, procs, n_scenes, scene_size, bs, tile):
     print(f"killed after {kept} scenes ({left} temporaries left); the rerun took {time.perf_counter() - t:.1f} s: {said}; "
           f"temporaries now {len(list(out.glob('.*.tmp')))}; outputs as the 1-process run: {outputs(out) == outputs(root/'out1')}")
 
-def main(sizes=(1500, 6000), geo_sizes=(1500, 20000), rounds=2, bs=8, tile=128, overlap=0, processes=1, n_scenes=6, scene_size=1500):
+def seam_band(n:int, tile:int, overlap:int, band:int):
+    "Positions along an axis of `n` model pixels within `band` of an edge where two tiles meet"
+    import numpy as np
+    from unet_fastai.io.geometry import tile_starts
+    starts = tile_starts(n, tile, overlap)
+    near = np.zeros(n, bool)
+    for e in set(starts[1:]) | {s + tile for s in starts[:-1]}: near[max(0, e - band):e + band] = True
+    return near
+
+def seams_bench(model, scenes, tile=None, band=8, picture=None):
+    "Tiled-and-blended against whole-image prediction, near the seams and inside the tiles, at the default overlap and at 0"
+    import numpy as np
+    from PIL import Image
+    from unet_fastai.infer.loading import load_model
+    from unet_fastai.infer.predict import predict_scene, _model_size
+    from unet_fastai.io.raster import read_image
+    from unet_fastai.spec import model_spec
+    learn = load_model(model)
+    spec = model_spec(learn)
+    tile = tile or spec.tile or 128
+    print(f"seams: {model} (tile {tile}); band of ±{band} model px around the edges where tiles meet; tiled vs whole image")
+    print("| scene | model px | overlap | seam px | class differs: seams | interiors | ratio | mean abs. prob. diff.: seams | interiors | ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    shown, worst = [], {}
+    for f in scenes:
+        img = read_image(f)
+        h, w = img.shape[:2]
+        hm, wm = _model_size(h, w, spec.size, spec.scale)  # as prediction rescales it for this model
+        img = np.asarray(Image.fromarray(img).resize((wm, hm), Image.LANCZOS)) if (hm, wm) != (h, w) else img  # the model's pixels
+        m0, p0 = predict_scene(learn, img, tile=0, size=(hm, wm))
+        for overlap in (tile // 4, 0):
+            m, p = predict_scene(learn, img, tile=tile, overlap=overlap, size=(hm, wm))
+            seam = seam_band(hm, tile, overlap, band)[:, None] | seam_band(wm, tile, overlap, band)[None]
+            diff, dp = m != m0, np.abs(p.astype(np.float32) - p0.astype(np.float32)).mean(0)
+            c = [diff[seam].mean(), diff[~seam].mean()]; d = [dp[seam].mean(), dp[~seam].mean()]
+            ratio = lambda a: a[0] / a[1] if a[1] > 0 else float('inf') if a[0] > 0 else 1.0
+            worst[overlap] = max(worst.get(overlap, 0), ratio(c), ratio(d))
+            print(f"| {Path(f).name} | {wm}×{hm} | {overlap} | {seam.mean():.0%} | {c[0]:.4f} | {c[1]:.4f} | {ratio(c):.2f} | "
+                  f"{d[0]:.4f} | {d[1]:.4f} | {ratio(d):.2f} |")
+            if not shown or Path(f) == shown[0][0]: shown.append((Path(f), overlap, dp))
+    d = tile // 4
+    print(f"target: at the default overlap ({d}) the seams differ no more than 1.5x the interiors: worst ratio {worst[d]:.2f} "
+          f"({'met' if worst[d] <= 1.5 else 'NOT met'}); at overlap 0: {worst[0]:.2f}")
+    if picture:
+        import matplotlib; matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+        fig, axs = plt.subplots(1, len(shown), figsize=(6 * len(shown), 5.4))
+        top = max(float(np.percentile(s[2], 99.9)) for s in shown) or 1
+        for ax, (f, overlap, dp) in zip(axs, shown):
+            im = ax.imshow(dp, cmap='magma', vmin=0, vmax=top); ax.axis('off')
+            ax.set_title(f"{f.name}: |tiled − whole|, overlap {overlap}")
+        fig.colorbar(im, ax=list(axs), shrink=0.8, label='mean absolute difference of the probabilities')
+        fig.savefig(picture, dpi=80, bbox_inches='tight'); print(f"picture: {picture}")
+
+def main(sizes=(1500, 6000), geo_sizes=(1500, 20000), rounds=2, bs=8, tile=128, overlap=0, processes=1, n_scenes=6, scene_size=1500,
+         seams=None, band=8, picture=None):
     warnings.filterwarnings('ignore')
+    if seams: return seams_bench(seams[0], seams[1:], None, band, picture)
     from unet_fastai.data.synthetic import make_scene
     from unet_fastai.io.writers import save_image
     with tempfile.TemporaryDirectory(prefix='bench_predict_') as root:
@@ -173,4 +238,6 @@ if __name__ == '__main__':
     ap.add_argument('--overlap', type=int, default=0)
     ap.add_argument('--processes', type=int, default=1, help='compare 1 process with this many under torchrun (and a killed run)')
     ap.add_argument('--n-scenes', type=int, default=6); ap.add_argument('--scene-size', type=int, default=1500)
+    ap.add_argument('--seams', nargs='+', help='MODEL SCENE...: tiled against whole-image prediction near the seams and inside the tiles')
+    ap.add_argument('--band', type=int, default=8); ap.add_argument('--picture', help='--seams: the difference maps as a PNG')
     main(**vars(ap.parse_args()))

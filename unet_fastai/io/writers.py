@@ -25,6 +25,7 @@ def _free(path)->float:
     try: return shutil.disk_usage(Path(path).parent).free
     except OSError: return float('inf')
 
+@functools.cache
 def _wheel_lib(name:str):
     "The library `name` (e.g. 'libgdal') of rasterio's wheels through ctypes, or None (rasterio built otherwise)"
     import ctypes, glob, rasterio
