@@ -45,11 +45,13 @@ def test_two_processes_share_the_scenes(county, tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count('5 scenes predicted, 0 already done') == 1 and 'by 2 processes' in two.stdout  # one process reports
     a, b = outputs(tmp_path/'one'), outputs(tmp_path/'two')
-    assert sorted(a) == sorted(b) == sorted(['mosaic.vrt', 'mosaic_probs.vrt', 'mosaic_uncertainty.vrt', 'polygons.geojson'] + [
-        f's{i}_{k}' for i in range(5) for k in ('mask.tif', 'mask.tif.aux.xml', 'probs.tif', 'mask.geojson', 'uncertainty.tif')])
+    assert sorted(a) == sorted(b) == sorted(['collection.json', 'mosaic.vrt', 'mosaic_probs.vrt', 'mosaic_uncertainty.vrt', 'polygons.geojson'] + [
+        f's{i}_{k}' for i in range(5) for k in ('item.json', 'mask.tif', 'mask.tif.aux.xml', 'probs.tif', 'mask.geojson', 'uncertainty.tif')])
     for name in a:
-        if name.endswith('.vrt'): continue  # they name their folder's files; the same files
+        if name.endswith(('.vrt', '.json')): continue  # they name their folder's files (and the STAC items when they were made)
         assert a[name] == b[name], name  # the same bytes, whichever process predicted a scene
+    import pystac
+    assert sorted(i.id for i in pystac.Collection.from_file(str(tmp_path/'two'/'collection.json')).get_items()) == [f's{i}' for i in range(5)]
     import rasterio
     with rasterio.open(tmp_path/'two'/'mosaic.vrt') as v:
         assert (v.width, v.height) == (4000 + 450, 800) and v.crs.to_epsg() == 26986  # every scene in one layer

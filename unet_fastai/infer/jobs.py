@@ -16,6 +16,7 @@ from ..io.geometry import check_tiles
 from ..data.prepare import source_signature
 from .predict import predict_scene, model_bands, TTA
 from .outputs import predict_geotiff, mask_polygons, overlay
+from .stac import write_item, write_collection
 from .loading import check_model, load_model, check_images
 # torch, fastai and the model are imported where they are used, so that the command line checks its files first
 from ..spec import model_spec
@@ -65,7 +66,7 @@ def finished_stems(out:Path)->list:
 
 # %% ../../nbs/28_infer.jobs.ipynb #d21cd236
 def mosaic_outputs(out:Path, stems:list, probs=False, vector=False, uncertainty=False)->list:
-    "`mosaic.vrt` over the georeferenced scenes' class masks (`mosaic_probs.vrt`, `mosaic_uncertainty.vrt` over their probabilities, uncertainty) and `polygons.geojson` of all their polygons; the files written"
+    "`mosaic.vrt` over the georeferenced scenes' class masks (`mosaic_probs.vrt`, `mosaic_uncertainty.vrt` over their probabilities, uncertainty), `polygons.geojson` of all their polygons and `collection.json` of their STAC items; the files written"
     def placed(s):  # a GeoTIFF mask with a CRS (not one of `--format tif` for an image without coordinates)
         if not (out/f'{s}_mask.tif').is_file(): return False
         with Raster(out/f'{s}_mask.tif') as r: return r.crs is not None
@@ -89,6 +90,8 @@ def mosaic_outputs(out:Path, stems:list, probs=False, vector=False, uncertainty=
             with atomic_write(out/'polygons.geojson') as t: t.write_text(json.dumps({**gj, 'features': feats}))
             written.append(out/'polygons.geojson')
         elif crs: warnings.warn(f"no polygons.geojson in {out}: the scenes are in {len(crs)} CRSs", stacklevel=2)
+    if (coll := write_collection(out, stems, f"Predictions of unet_fastai in {out.resolve().name}: a class mask (and probabilities, "
+                                 "uncertainty, polygons where asked) for each scene")): written.append(coll)
     return written
 
 # %% ../../nbs/28_infer.jobs.ipynb #e1c34342
@@ -103,7 +106,8 @@ def _predict_one(learn, src, out:Path, stem:str, format, probs, vector, uncertai
             predict_geotiff(learn, scene, out/names[0], out/f'{stem}_probs.tif' if probs else None,
                             out/f'{stem}_uncertainty.tif' if uncertainty else None, **kw)
             if vector: mask_polygons(out/names[0], out/f'{stem}_mask.geojson')
-            return names
+            if scene.crs is None: return names
+            return names + [write_item(out, stem, names, src, json.loads(model_spec(learn).to_json()))]  # its STAC item
         mask, _, *unc = predict_scene(learn, scene, with_probs=False, uncertainty=uncertainty, **kw)
         img = scene.image()  # decoded already (PNG/JPEG are read whole)
     save_image((mask == 1).astype(np.uint8) * 255 if binary_255 and len(model_spec(learn).codes) == 2 else mask, out/names[0])
@@ -114,7 +118,7 @@ def _predict_one(learn, src, out:Path, stem:str, format, probs, vector, uncertai
 # %% ../../nbs/28_infer.jobs.ipynb #12312d6b
 def predict_scenes(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
                    inputs:list, # scenes: image files, folders, list files (.txt), GDAL VRTs or URLs (https://, s3://, /vsicurl/)
-                   out:str='predictions', # folder for <stem>_mask.tif|png (and _overlay.png, _probs.tif, _mask.geojson), mosaic.vrt
+                   out:str='predictions', # folder for <stem>_mask.tif|png (and _overlay.png, _probs.tif, _mask.geojson, _item.json), mosaic.vrt, collection.json (STAC)
                    tile:int=None, # tile size (default: the model's training tiles; 0: whole image)
                    overlap:int=None, # tile overlap (default: tile // 4)
                    bs:int=8, # tiles per forward pass
