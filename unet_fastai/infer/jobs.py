@@ -4,7 +4,7 @@
 
 # %% ../../nbs/28_infer.jobs.ipynb #9b0d15b3
 from __future__ import annotations
-import json, warnings
+import dataclasses, json, warnings
 from contextlib import nullcontext
 from pathlib import Path
 import numpy as np
@@ -107,7 +107,7 @@ def _predict_one(learn, src, out:Path, stem:str, format, probs, vector, uncertai
                             out/f'{stem}_uncertainty.tif' if uncertainty else None, **kw)
             if vector: mask_polygons(out/names[0], out/f'{stem}_mask.geojson')
             if scene.crs is None: return names
-            return names + [write_item(out, stem, names, src, json.loads(model_spec(learn).to_json()))]  # its STAC item
+            return names + [write_item(out, stem, names, src, dataclasses.asdict(model_spec(learn)))]  # its STAC item
         mask, _, *unc = predict_scene(learn, scene, with_probs=False, uncertainty=uncertainty, **kw)
         img = scene.image()  # decoded already (PNG/JPEG are read whole)
     save_image((mask == 1).astype(np.uint8) * 255 if binary_255 and len(model_spec(learn).codes) == 2 else mask, out/names[0])

@@ -47,7 +47,7 @@ def predict_geotiff(learn, # a learner or `OnnxSegmenter`
         if u: describe_bands(u, bands, scale=f"0..255 is 0..log({len(codes)}) nats", tta=str(tta), calibration=calibration)
         writer, pending = stack.enter_context(ThreadPoolExecutor(1)), []  # closed (all rows written) before the files
         for rows, mask, prob, unc in predict_strips(learn, scene, uncertainty=u is not None, stats=stats, **kwargs):
-            pending.append(writer.submit(_write_rows, (m, p, u), (mask_path, probs_path, uncertainty_path), rows, (mask, prob, unc), scene.has_nodata))
+            pending.append(writer.submit(_write_rows, (m, mask_path), ((p, probs_path), (u, uncertainty_path)), rows, mask, (prob, unc), scene.has_nodata))
             t = time.perf_counter()
             while len(pending) > 2: pending.pop(0).result()  # at most two strips waiting: memory stays bounded
             if stats is not None: stats['write_wait_s'] = stats.get('write_wait_s', 0.) + time.perf_counter() - t
@@ -61,19 +61,19 @@ def _calibration_tag(spec, calibrate:bool)->str:
     return (f"temperature {spec.temperature:.3f} fitted on {fit.get('pixels', '?')} validation pixels "
             f"(ECE {fit.get('ece_before', float('nan')):.4f} before, {fit.get('ece_after', float('nan')):.4f} after)")
 
-def _write_rows(files:tuple, # the open GeoTIFFs (mask, probabilities, uncertainty; None where not written)
-                paths:tuple, # their names (a full disk names the file that did not fit)
-                rows, values:tuple, # the class mask rows, then each other file's float 0..1 values
+def _write_rows(m:tuple, # (the mask's open GeoTIFF, its name: a full disk names the file that did not fit)
+                extra:tuple, # (open GeoTIFF or None, name) of the probabilities and the uncertainty
+                rows, mask, values:tuple, # the class mask rows, and each extra file's float 0..1 values
                 nodata:bool):
     "Rows of the mask, and of each other open GeoTIFF its float 0..1 values as uint8 (no-data masked)"
     from rasterio.windows import Window
-    mask = values[0]
     win = Window(0, rows.start, mask.shape[1], rows.stop - rows.start)
-    for k, (ds, path, a) in enumerate(zip(files, paths, values)):
+    with gdal_write(m[1]): m[0].write(mask[None], window=win)
+    for (ds, path), a in zip(extra, values):
         if ds is None: continue
         with gdal_write(path):
-            ds.write(mask[None] if k == 0 else np.rint(a * 255).astype(np.uint8), window=win)
-            if nodata and k: ds.write_mask(np.where(mask == NODATA, 0, 255).astype(np.uint8), window=win)
+            ds.write(np.rint(a * 255).astype(np.uint8), window=win)
+            if nodata: ds.write_mask(np.where(mask == NODATA, 0, 255).astype(np.uint8), window=win)
 
 # %% ../../nbs/27_infer.outputs.ipynb #e4c979fe
 def mask_polygons(mask_path, # class mask GeoTIFF (from `predict_geotiff`)
