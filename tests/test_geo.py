@@ -151,3 +151,87 @@ def test_remote_errors_are_one_line(model, server, tmp_path):
         r = run(command('unet_fastai_predict'), model/'model.pkl', src, '--out', tmp_path)
         errors = [l for l in r.stderr.splitlines() if l.startswith('error: ')]
         assert r.returncode == 1 and len(errors) == 1 and said in errors[0] and 'Traceback' not in r.stderr, r.stderr[-2000:]
+
+# STAC in: a static catalog of the scenes, each band a COG of its own (STAC 1.1 `bands` with common names), one item with
+# a `visual` asset too; served over HTTP and read by ranges; broken items are one line
+
+NAMES = ('red', 'green', 'blue', 'nir')
+
+def _nir(img): return (255 - img[1]).clip(1, 255).astype(np.uint8)  # a band no RGB model has seen, to check the order by
+
+@pytest.fixture(scope='module')
+def catalog(county):
+    import rasterio, pystac
+    root = pystac.Catalog('county', 'the county, a COG per band')
+    for i in range(2):
+        with rasterio.open(county/f'scene{i}.tif') as s: img, x0 = s.read(), s.transform.c
+        d = county/'stac'/f'scene{i}'
+        d.mkdir(parents=True)
+        item = pystac.Item(f'scene{i}', None, None, __import__('datetime').datetime(2026, 6, 1), {'proj:code': 'EPSG:26986'})
+        for name, band in zip(NAMES, [*img, _nir(img)]):
+            _geotiff(d/f'{name}.tif', band[None], x0, nodata=0)
+            item.add_asset(name, pystac.Asset(f'./{name}.tif', media_type=pystac.MediaType.COG, roles=['data'],
+                                              extra_fields={'bands': [{'name': name.upper(), 'eo:common_name': name, 'nodata': 0}]}))
+        if i == 1: item.add_asset('visual', pystac.Asset('../../scene1.tif', media_type=pystac.MediaType.GEOTIFF, roles=['visual']))
+        root.add_item(item)
+    root.normalize_hrefs(str(county/'stac'))
+    root.save(pystac.CatalogType.SELF_CONTAINED)
+    return county/'stac'
+
+def test_stac_catalog_predicts_by_ranges(county, catalog, model, server, tmp_path):
+    import rasterio, pystac
+    from unet_fastai.io.stac import stac_scenes
+    url, sent = server
+    with Raster(stac_scenes(f'{url}/stac/catalog.json', bands=['nir', 'red'], folder=tmp_path/'vrt')[1], bands=['nir', 'red']) as r, \
+         rasterio.open(county/'scene1.tif') as s:
+        img = s.read()
+        assert (np.moveaxis(r.read(), -1, 0) == np.stack([_nir(img), img[0]])).all()  # bands in the order named, each from its COG
+    files = sum(p.stat().st_size for p in catalog.rglob('*.tif') if p.stem in NAMES[:3])
+    sent['bytes'] = 0
+    r = run(command('unet_fastai_predict'), model/'model.pkl', f'{url}/stac/catalog.json', '--bands', 'red,green,blue', '--out', tmp_path/'bands')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sent['bytes'] <= 1.1 * files + 6 * 65536, (sent['bytes'], files)  # about the band files once
+    r = run(command('unet_fastai_predict'), model/'model.pkl', f'{url}/stac/scene1/scene1.json', '--out', tmp_path/'visual')  # its visual asset
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run(command('unet_fastai_predict'), model/'model.pkl', county/'scene1.tif', '--out', tmp_path/'local')
+    assert r.returncode == 0, r.stderr[-3000:]
+    with rasterio.open(tmp_path/'local'/'scene1_mask.tif') as a:
+        for out in ('bands', 'visual'):
+            with rasterio.open(tmp_path/out/'scene1_mask.tif') as b: assert (a.read() == b.read()).all() and a.transform == b.transform, out
+    coll = pystac.Collection.from_file(str(tmp_path/'bands'/'collection.json'))
+    links = {i.id: [l.href for l in i.links if l.rel == 'derived_from'] for i in coll.get_items()}
+    assert links == {f'scene{i}': [f'{url}/stac/scene{i}/scene{i}.json'] for i in range(2)}, links  # each prediction links to its item
+
+def test_stac_catalog_trains_from_windows(county, catalog, server, tmp_path):
+    url, sent = server
+    sent['bytes'] = 0
+    r = run(command('unet_fastai_train'), 'scenes', f'{url}/stac/catalog.json', '--bands', 'red,green,blue,nir', '--labels', county/'roads.geojson',
+            '--buffer', BUFFER, '--size', 64, '--windows-per-epoch', 16, '--bs', 8, '--epochs', 1, '--lr', 3e-3, '--pretrained', 'false',
+            '--out', tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    files = sum(p.stat().st_size for p in catalog.rglob('*.tif') if p.stem in NAMES)
+    assert sent['bytes'] <= 1.5 * files, (sent['bytes'], files)  # windows, a grid and overviews of small scenes: about each file once (1.00x)
+    from unet_fastai.infer.loading import load_model
+    from unet_fastai.spec import model_spec
+    spec = model_spec(load_model(tmp_path/'model.pkl'))
+    assert (spec.bands, spec.n_in) == (list(NAMES), 4), spec  # read by name again in any scene that names its bands
+
+def test_broken_stac_items_are_one_line(county, catalog, model, tmp_path):
+    import shutil, tifffile
+    d = tmp_path/'broken'
+    shutil.copytree(catalog, d)
+    item = json.loads((d/'scene0'/'scene0.json').read_text())
+    tifffile.imwrite(d/'scene0'/'plain.tif', np.zeros((8, 8), np.uint8))
+    def broken(name, **assets):
+        (d/f'{name}.json').write_text(json.dumps({**item, 'id': name, 'links': [], 'properties': {'datetime': '2026-06-01T00:00:00Z'},
+                                                  'assets': {k: {'href': v, 'type': 'image/tiff'} for k, v in assets.items()}}))
+        return d/f'{name}.json'
+    for args, said in (((d/'catalog.json', '--asset', 'swir16'), "(item scene0): no asset 'swir16'; its assets are red, green, blue, nir"),
+                       ((d/'catalog.json', '--bands', 'red,swir16'), "(item scene0): no band named 'swir16' in its image assets"),
+                       ((d/'catalog.json',), "(item scene0): 4 image assets (red, green, blue, nir); choose one with --asset KEY"),
+                       ((broken('gone', data=str(d/'gone.tif')),), f"gone.json (item gone): asset 'data' ({d/'gone.tif'}) cannot be read ("),
+                       ((broken('flat', data='./scene0/plain.tif'),), "flat.json (item flat): asset 'data' is not georeferenced and the item has no proj: code"),
+                       ((d/'none.json',), 'none.json: cannot be read as STAC JSON (')):
+        r = run(command('unet_fastai_predict'), model/'model.pkl', *args, '--out', tmp_path/'out')
+        errors = [l for l in r.stderr.splitlines() if l.startswith('error: ')]
+        assert r.returncode == 1 and len(errors) == 1 and said in errors[0] and 'Traceback' not in r.stderr, (said, r.stderr[-2000:])

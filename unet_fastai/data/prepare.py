@@ -38,11 +38,12 @@ def files_by_stem(folder, # folder to list (not recursive)
         out[stem] = p
     return out
 
-def find_pairs(src, # folder with images/ + masks/, sat/ + map/, or images alone; or scenes without masks: a VRT, list file or URL
+def find_pairs(src, # folder with images/ + masks/, sat/ + map/, or images alone; or scenes without masks: a VRT, list file, URL or STAC document
                mask_suffix='', # masks are named <stem><mask_suffix>
+               asset:str=None, bands:list=None, # STAC documents: the asset, or bands by name (see `scene_sources`)
               )->tuple: # ([(stem, image, mask or None)], [unpaired files])
     "Pair the images and masks under `src` by stem (scenes that are not in a folder have no masks: see `scene_sources`)"
-    if is_url(src) or Path(src).is_file(): return [(scene_stem(s), s, None) for s in scene_sources(src)], []
+    if is_url(src) or Path(src).is_file(): return [(scene_stem(s), s, None) for s in scene_sources(src, asset, bands)], []
     src = Path(src)
     if not src.is_dir(): raise BadInputError(f"{src}: source folder not found")
     idir, mdir = next(((src/i, src/m) for i, m in LAYOUTS if (src/i).is_dir() and (src/m).is_dir()),
@@ -239,7 +240,7 @@ def _prepare_one(item, **kwargs):
     except BadInputError as e: return 'bad', str(e)
 
 # %% ../../nbs/10_data.prepare.ipynb #caf8d872
-def prepare(src:str, # source: a folder (images/ + masks/, sat/ + map/, or image files), a VRT, a list file (.txt) or a URL
+def prepare(src:str, # source: a folder (images/ + masks/, sat/ + map/, or image files), a VRT, a list file (.txt), a URL or a STAC document
             dst:str, # destination folder (gets png/, resized/ and tiles/)
             size:int=512, # rescale scenes so that their longer side is SIZE (aspect ratio kept); 0 keeps their size
             tile:int=128, # tile size; 0 writes no tiles
@@ -247,7 +248,8 @@ def prepare(src:str, # source: a folder (images/ + masks/, sat/ + map/, or image
             workers:int=None, # processes (default: one per core; 0 or 1: this process)
             mask_map:str='binary', # 'binary' (0/255→0/1), 'instance', 'identity', 'v:c,...', '#rrggbb:c,...' or a JSON file (see `parse_mask_map`)
             scale16:str='full', # 16-bit to 8-bit: 'full' (v/257) or 'percentile' (0.5-99.5% stretch)
-            bands:list=None, # image bands to read, numbered from 1, e.g. 1,2,3 (default: the first three)
+            bands:list=None, # image bands to read: numbers from 1 (1,2,3) or names (red,green,blue,nir: a STAC item's common names, or a file's band names) (default: the first three)
+            asset:str=None, # STAC sources: the asset each item is read from (default: 'visual', else its one image asset)
             nodata:int=None, # pixel value that marks no-data where every band has it, e.g. 255 (white), besides the file's own
             mask_suffix:str='', # masks are named <stem><mask_suffix>, e.g. _mask
             skip_bad:bool=False, # skip bad scenes and list them instead of failing
@@ -263,7 +265,7 @@ def prepare(src:str, # source: a folder (images/ + masks/, sat/ + map/, or image
     if scale16 not in SCALE16: raise ValueError(f"scale16 must be one of {SCALE16}")
     check_tiles(tile, overlap, zero='no tiles')
     if not labels: parse_mask_map(mask_map)  # validates the spec before any work
-    pairs, unpaired = find_pairs(src, mask_suffix)
+    pairs, unpaired = find_pairs(src, mask_suffix, asset, bands)
     lab = label_settings(labels, label_field, mask_map, buffer)
     if lab: pairs = [(s, i, None) for s, i, _ in pairs]  # the masks come from the labels
     checks = [check_pair(*p) for p in pairs]

@@ -154,7 +154,7 @@ def _write_doubts(regions:list, feats:dict, labels, scenes:list, out:Path, crs=N
 
 # %% ../../nbs/31_infer.audit.ipynb #5c4a6bfd
 def audit_labels(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
-                 images:str=None, # scenes (required): a folder; with --labels also a VRT, list file (.txt) or URL
+                 images:str=None, # scenes (required): a folder, VRT, list file (.txt), URL or STAC document
                  masks:str=None, # folder of masks, paired with the scenes by stem (or --labels)
                  labels:str=None, # or a vector file of labels (any OGR format and CRS): its features are ranked too
                  label_field:str=None, # attribute of --labels that holds the class, mapped by --mask-map (default: every feature is class 1)
@@ -169,7 +169,8 @@ def audit_labels(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
                  overlap:int=None, # tile overlap (default: tile // 4)
                  bs:int=8, # tiles per forward pass
                  size:int=None, # rescale scenes so that their longer side is SIZE for the model (default: as in training)
-                 bands:str=None, # bands to read, numbered from 1 (default: those of training, else the first three)
+                 bands:str=None, # bands to read: numbers from 1 (1,2,3) or names (red,green,blue,nir: a STAC item's common names, or a file's band names) (default: those of training, else the first three)
+                 asset:str=None, # STAC sources: the asset each item is read from (default: 'visual', else its one image asset)
                  nodata:int=None, # pixel value that marks no-data where every band has it, e.g. 255 (white): left out
                  tta:int=1, # test-time augmentation: 1, 2, 4 or 8 flips and turns of each tile, averaged
                 )->list: # the regions, ranked (every process returns them)
@@ -177,7 +178,7 @@ def audit_labels(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
     if tta not in TTA: raise BadInputError(f"--tta {tta}: use one of {', '.join(map(str, TTA))}")
     if not 0.5 <= confidence < 1: raise BadInputError(f"--confidence {confidence}: give a probability in [0.5, 1)")
     check_tiles(tile, overlap, bs)
-    pairs, mask_map = labelled_scenes(images, masks, labels, label_field, mask_map, buffer, mask_suffix)
+    pairs, mask_map = labelled_scenes(images, masks, labels, label_field, mask_map, buffer, mask_suffix, asset, parse_bands(bands))
     check_model(model); check_pairs(pairs)  # before torch and the model load
     out = layer_file(out, 'audit', [s for s, _ in pairs])
     regions, feats, crss = _audit_shared(model, pairs, mask_map, confidence, min_pixels, top, parse_bands(bands), nodata,

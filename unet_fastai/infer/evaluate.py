@@ -9,7 +9,7 @@ import numpy as np
 from ..io.masks import NODATA, parse_mask_map, read_mask
 from ..core import BadInputError, atomic_write, progress_over
 from ..io.raster import Raster, parse_bands, image_size
-from ..io.sources import scene_sources
+from ..io.sources import scene_sources, scene_stem
 from ..io.labels import VectorLabels, vector_labels
 from ..data.prepare import files_by_stem
 from .predict import predict_scene
@@ -25,9 +25,9 @@ __all__ = ['scene_pairs', 'model_mask_map', 'evaluate_scenes', 'labelled_scenes'
            'format_results', 'evaluate_model']
 
 # %% ../../nbs/29_infer.evaluate.ipynb #5d669b48
-def scene_pairs(images, masks, mask_suffix='')->list:
-    "(image, mask) paths of `images` and `masks` folders paired by stem; unpaired images are an error"
-    imgs, msks = files_by_stem(images), files_by_stem(masks, mask_suffix)
+def scene_pairs(images, masks, mask_suffix='', asset=None, bands=None)->list:
+    "(scene, mask) of the scenes of `images` (see `scene_sources`) and a `masks` folder, paired by stem; unpaired scenes are an error"
+    imgs, msks = {scene_stem(s): s for s in scene_sources(images, asset, bands)}, files_by_stem(masks, mask_suffix)
     if not imgs: raise BadInputError(f"{images}: no images found")
     missing = [p for s, p in imgs.items() if s not in msks]
     if missing: raise BadInputError('\n'.join(f"{p}: no mask of the same stem in {masks}" for p in missing))
@@ -87,19 +87,20 @@ def evaluate_scenes(learn, # learner (or `OnnxSegmenter`)
     return res
 
 # %% ../../nbs/29_infer.evaluate.ipynb #be154b10
-def labelled_scenes(images, # scenes: a folder; with `labels` also a VRT, list file (.txt) or URL
+def labelled_scenes(images, # scenes: a folder, VRT, list file (.txt), URL or STAC document
                     masks=None, # folder of masks, paired with the scenes by stem
                     labels=None, # or a vector file of labels (any OGR format and CRS)
                     label_field:str=None, # attribute of `labels` that holds the class (default: every feature is class 1)
                     mask_map:str='auto', # mask values → classes
                     buffer:float=0, # metres added on each side of label lines and points
                     mask_suffix:str='', # masks are named <stem><mask_suffix>
+                    asset:str=None, bands:list=None, # STAC documents: the asset, or bands by name (see `scene_sources`)
                    )->tuple: # ((scene, mask or `VectorLabels`) pairs, the mask map to read the masks with)
     "The scenes and their labels as `evaluate` and `audit` take them (their files are checked by `check_pairs`, after the model's)"
     if not (images and (masks or labels)): raise BadInputError("pass --images SCENES and --masks DIR (or --labels FILE)")
-    if not labels: pairs = scene_pairs(images, masks, mask_suffix)
+    if not labels: pairs = scene_pairs(images, masks, mask_suffix, asset, bands)
     else:
-        scenes = scene_sources(images)
+        scenes = scene_sources(images, asset, bands)
         if not scenes: raise BadInputError(f"{images}: no images found (--images)")
         lab = vector_labels(labels, label_field, 'identity' if mask_map == 'auto' else mask_map, buffer)
         lab.on_scenes(scenes)
@@ -141,7 +142,7 @@ def format_results(r:dict)->str:
 
 # %% ../../nbs/29_infer.evaluate.ipynb #04766536
 def evaluate_model(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
-                   images:str=None, # scenes (required): a folder; with --labels also a VRT, list file (.txt) or URL
+                   images:str=None, # scenes (required): a folder, VRT, list file (.txt), URL or STAC document
                    masks:str=None, # folder of masks, paired with the scenes by stem (or --labels)
                    labels:str=None, # or a vector file of labels (any OGR format and CRS), burned into each scene's mask
                    label_field:str=None, # attribute of --labels that holds the class, mapped by --mask-map (default: every feature is class 1)
@@ -154,13 +155,14 @@ def evaluate_model(model:str, # exported learner (model.pkl) or ONNX model (.onn
                    overlap:int=None, # tile overlap (default: tile // 4)
                    bs:int=8, # tiles per forward pass
                    size:int=None, # rescale scenes so that their longer side is SIZE for the model (default: as in training)
-                   bands:str=None, # bands to read, numbered from 1, e.g. 1,2,3 (default: those of training, else the first three: bands 1-3 of a 4-band scene for an RGB model; a 1-band GeoTIFF only for a model of gray images, or as 1,1,1)
+                   bands:str=None, # bands to read: numbers from 1 (1,2,3) or names (red,green,blue,nir: a STAC item's common names, or a file's band names) (default: those of training, else the first three: bands 1-3 of a 4-band scene for an RGB model; a 1-band GeoTIFF only for a model of gray images, or as 1,1,1)
+                   asset:str=None, # STAC sources: the asset each item is read from (default: 'visual', else its one image asset)
                    nodata:int=None, # pixel value that marks no-data where every band has it, e.g. 255 (white): left out
                    tta:int=1, # test-time augmentation: 1, 2, 4 or 8 flips and turns of each tile, averaged
                   )->dict:
     "Evaluate a trained U-Net on whole scenes (on one process or many, under torchrun): accuracy, IoU, Dice, relaxed breakeven"
     check_tiles(tile, overlap, bs)
-    pairs, mask_map = labelled_scenes(images, masks, labels, label_field, mask_map, buffer, mask_suffix)
+    pairs, mask_map = labelled_scenes(images, masks, labels, label_field, mask_map, buffer, mask_suffix, asset, parse_bands(bands))
     check_model(model); check_pairs(pairs)  # before torch and the model load
     from unet_fastai.train.distributed import init_distributed, is_main
     init_distributed()  # under torchrun: the scenes shared out, the counts summed

@@ -117,7 +117,7 @@ def _predict_one(learn, src, out:Path, stem:str, format, probs, vector, uncertai
 
 # %% ../../nbs/28_infer.jobs.ipynb #12312d6b
 def predict_scenes(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
-                   inputs:list, # scenes: image files, folders, list files (.txt), GDAL VRTs or URLs (https://, s3://, /vsicurl/)
+                   inputs:list, # scenes: image files, folders, list files (.txt), GDAL VRTs, URLs (https://, s3://, /vsicurl/) or STAC documents (.json)
                    out:str='predictions', # folder for <stem>_mask.tif|png (and _overlay.png, _probs.tif, _mask.geojson, _item.json), mosaic.vrt, collection.json (STAC)
                    tile:int=None, # tile size (default: the model's training tiles; 0: whole image)
                    overlap:int=None, # tile overlap (default: tile // 4)
@@ -128,7 +128,8 @@ def predict_scenes(model:str, # exported learner (model.pkl) or ONNX model (.onn
                    probs:bool=False, # GeoTIFF outputs: also the class probabilities, <stem>_probs.tif
                    vector:bool=False, # GeoTIFF outputs: also the classes as polygons, <stem>_mask.geojson and polygons.geojson
                    uncertainty:bool=False, # also where the model is unsure: <stem>_uncertainty.tif (entropy; with --tta also mutual information) or .png (entropy)
-                   bands:str=None, # bands to read, numbered from 1, e.g. 1,2,3 (default: those of training, else the first three: bands 1-3 of a 4-band scene for an RGB model; a 1-band GeoTIFF only for a model of gray images, or as 1,1,1)
+                   bands:str=None, # bands to read: numbers from 1 (1,2,3) or names (red,green,blue,nir: a STAC item's common names, or a file's band names) (default: those of training, else the first three: bands 1-3 of a 4-band scene for an RGB model; a 1-band GeoTIFF only for a model of gray images, or as 1,1,1)
+                   asset:str=None, # STAC sources: the asset each item is read from (default: 'visual', else its one image asset)
                    nodata:int=None, # pixel value that marks no-data where every band has it, e.g. 255 (white)
                    binary_255:bool=False, # PNG outputs: write 2-class masks as 0/255 instead of 0/1 (no-data as 0)
                    tta:int=1, # test-time augmentation: 1, 2, 4 or 8 flips and turns of each tile, averaged (N × the time)
@@ -141,7 +142,7 @@ def predict_scenes(model:str, # exported learner (model.pkl) or ONNX model (.onn
     if tta not in TTA: raise BadInputError(f"--tta {tta}: use one of {', '.join(map(str, TTA))}")
     check_tiles(tile, overlap, bs)  # the options, the files: a mistake fails before torch and the model load
     check_model(model)  # the files first: a wrong path fails before torch and the model load
-    files, bad = check_images(scene_sources(inputs), skip_bad)
+    files, bad = check_images(scene_sources(inputs, asset, parse_bands(bands)), skip_bad)
     if not files and not bad: raise BadInputError(f"{' '.join(inputs)}: no images found")
     from unet_fastai.train.distributed import init_distributed, is_main, gather
     from fastai.torch_core import rank_distrib

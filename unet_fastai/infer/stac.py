@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime, json
 from pathlib import Path
 from ..core import atomic_write
+from ..io.stac import stac_origin
 
 # %% auto #0
 __all__ = ['ASSETS', 'scene_item', 'write_item', 'write_collection']
@@ -29,7 +30,7 @@ def _raster_bands(path, key:str)->list:
 def scene_item(out, # the folder of the outputs
                stem:str, # the scene's name: the item's id
                outputs:list, # its output files, named `<stem>_<kind>` (see `ASSETS`)
-               source, # the scene it was predicted from (a path or URL): the `derived_from` link
+               source, # the scene it was predicted from (a path or URL; a STAC item's VRT: the item): the `derived_from` link
                model:dict, # the model's description (`ModelSpec` as a dict)
                when:datetime.datetime=None, # when it was predicted (default: now)
               ):
@@ -51,7 +52,8 @@ def scene_item(out, # the folder of the outputs
         key, roles, media = ASSETS[name[len(stem) + 1:]]
         item.add_asset(key, asset := pystac.Asset(f'./{name}', media_type=media, roles=roles))
         if name.endswith('.tif'): RasterExtension.ext(asset, add_if_missing=True).bands = _raster_bands(out/name, key)
-    item.add_link(pystac.Link('derived_from', str(source)))
+    origin = stac_origin(source)
+    item.add_link(pystac.Link('derived_from', origin or str(source), media_type='application/geo+json' if origin else None))
     item.set_self_href(str(out/f'{stem}_item.json'))
     return item
 

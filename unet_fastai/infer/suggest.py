@@ -130,7 +130,7 @@ def _score(rec:dict, tta:int)->float:
 
 # %% ../../nbs/30_infer.suggest.ipynb #8ccc2dca
 def suggest_windows(model:str, # exported learner (model.pkl) or ONNX model (.onnx)
-                    inputs:list, # scenes or photos: image files, folders, list files (.txt), GDAL VRTs or URLs
+                    inputs:list, # scenes or photos: image files, folders, list files (.txt), GDAL VRTs, URLs or STAC documents
                     count:int=50, # windows to suggest
                     out:str=None, # GeoPackage (.gpkg, layer 'todo') or CSV (.csv) to write (default: todo.gpkg, or todo.csv when a scene has no CRS)
                     window:int=None, # window size in scene pixels (default: a model tile at its scale; whole images for a whole-image model)
@@ -141,7 +141,8 @@ def suggest_windows(model:str, # exported learner (model.pkl) or ONNX model (.on
                     bs:int=8, # tiles per forward pass
                     size:int=None, # rescale scenes so that their longer side is SIZE for the model (default: as in training)
                     scale:float=None, # or rescale by this factor
-                    bands:str=None, # bands to read, numbered from 1 (default: those of training)
+                    bands:str=None, # bands to read: numbers from 1 (1,2,3) or names (red,green,blue,nir: a STAC item's common names, or a file's band names) (default: those of training)
+                    asset:str=None, # STAC sources: the asset each item is read from (default: 'visual', else its one image asset)
                     nodata:int=None, # pixel value that marks no-data where every band has it
                    )->list: # the chosen windows (every process returns them)
     "Suggest what to label next: the windows where the model is unsure, spread out; a to-do layer for QGIS (a CSV for photos)"
@@ -149,7 +150,7 @@ def suggest_windows(model:str, # exported learner (model.pkl) or ONNX model (.on
     if count < 1: raise BadInputError(f"--count {count}: suggest at least one window")
     if window is not None and window < 8: raise BadInputError(f"--window {window}: give a window of at least 8 pixels")
     check_tiles(tile, overlap, bs); check_model(model)
-    files, _ = check_images(scene_sources(inputs))
+    files, _ = check_images(scene_sources(inputs, asset, parse_bands(bands)))
     if not files: raise BadInputError(f"{' '.join(map(str, inputs))}: no images found")
     if exclude is not None and not Path(exclude).exists(): raise BadInputError(f"{exclude}: not found (--exclude: a folder of masks or a vector file)")
     out = layer_file(out, 'todo', files)

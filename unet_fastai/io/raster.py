@@ -14,8 +14,8 @@ from ..core import BadInputError, file_head
 from .sources import as_source, is_url
 
 # %% auto #0
-__all__ = ['GDAL_CACHE', 'VIPS_MODES', 'SCALE16', 'gdal_env', 'vips', 'default_bands', 'to_uint8', 'Raster', 'resize_bands',
-           'parse_bands', 'read_array', 'image_size', 'read_image']
+__all__ = ['GDAL_CACHE', 'VIPS_MODES', 'SCALE16', 'gdal_env', 'vips', 'default_bands', 'band_numbers', 'to_uint8', 'Raster',
+           'resize_bands', 'parse_bands', 'read_array', 'image_size', 'read_image']
 
 # %% ../../nbs/04_io.raster.ipynb #522c702c
 _PIL_MAGIC = (b'\x89PNG', b'\xff\xd8\xff', b'GIF8', b'BM')  # PNG, JPEG (pixels by libvips), GIF, BMP: the header by Pillow
@@ -119,6 +119,22 @@ def default_bands(count:int)->list:
     "Bands read by default (numbered from 1, as in GDAL): the first three, or the first of a gray (+ alpha) scene"
     return [1, 2, 3] if count >= 3 else [1]
 
+def band_numbers(bands:list, # numbers from 1, or names
+                 names:tuple, # the file's band names (GDAL's descriptions: a STAC item's VRT names its bands red, nir, ...)
+                 count:int, # how many bands the file has
+                 where, # the file, for messages
+                )->list:
+    "`bands` as numbers from 1, a name as the number of the band of that name (any case); a band that is not there is one line"
+    said, out = [str(n or '').lower() for n in names], []
+    for b in bands:
+        if isinstance(b, str) and not b.isdigit():
+            if b.lower() not in said: raise BadInputError(f"{where}: no band named '{b}'; " + (
+                f"its bands are named {', '.join(str(n or '-') for n in names)}" if any(names) else "its bands have no names: give band numbers from 1"))
+            b = said.index(b.lower()) + 1
+        if not 1 <= int(b) <= count: raise BadInputError(f"{where}: band {b} does not exist: the scene has {count} band(s), numbered from 1")
+        out.append(int(b))
+    return out
+
 # %% ../../nbs/04_io.raster.ipynb #947ab6b3
 SCALE16 = ('full', 'percentile')
 
@@ -151,7 +167,7 @@ def _serial(meth):
 class Raster:
     "A scene read window by window: GDAL rasters (GeoTIFF, COG, VRT, TIFF, URLs of them) through rasterio, PNG/JPEG through libvips, or an array"
     def __init__(self, src, # file, URL (see `is_url`), or array (H,W) / (H,W,C)
-                 bands:list=None, # band numbers to read, from 1 (default: `default_bands`)
+                 bands:list=None, # bands to read: numbers from 1, or names (see `band_numbers`; default: `default_bands`)
                  nodata=None, # value that marks pixels outside the imagery where every chosen band has it (e.g. 255: white)
                  as_image=True, # image (palette resolved to colours) or mask (palette indices kept)
                  scale16='full', # 16-bit to 8-bit rule of `image` (see `to_uint8`)
@@ -177,9 +193,8 @@ class Raster:
                     import rasterio
                     self.ds = rasterio.open(self.path)
                     self.height, self.width, self.count = self.ds.height, self.ds.width, self.ds.count
-        self.bands = list(bands or default_bands(self.count))
-        bad = [b for b in self.bands if not 1 <= b <= self.count]
-        if bad: raise BadInputError(f"{self.name}: band {bad[0]} does not exist: the scene has {self.count} band(s), numbered from 1")
+        names = self.ds.descriptions if self.ds is not None else ()
+        self.bands = band_numbers(bands or default_bands(self.count), names, self.count, self.name)
 
     def close(self):
         if self.ds is not None: self.ds.close()
@@ -314,10 +329,11 @@ def resize_bands(arr:np.ndarray, # (H,W) or (H,W,bands), uint8
 
 # %% ../../nbs/04_io.raster.ipynb #a5cea410
 def parse_bands(bands)->list:
-    "Band numbers from '1,2,3' (or a list); None stays None"
+    "Bands from '4,3,2' (numbers from 1) or 'nir,red,green' (names: see `band_numbers`), or a list; None stays None"
     if bands is None or isinstance(bands, (list, tuple)): return bands
-    try: return [int(b) for b in str(bands).split(',')]
-    except ValueError: raise BadInputError(f"--bands {bands}: give band numbers from 1, separated by commas, e.g. 1,2,3") from None
+    parts = [b.strip() for b in str(bands).split(',')]
+    if not all(parts): raise BadInputError(f"--bands {bands}: give band numbers from 1 or band names, separated by commas, e.g. 1,2,3 or red,green,blue")
+    return [int(b) if b.isdigit() else b for b in parts]
 
 # %% ../../nbs/04_io.raster.ipynb #2dfcecb9
 def read_array(path, # image or mask file

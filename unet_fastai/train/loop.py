@@ -225,7 +225,8 @@ def train_scenes(path, # scenes: a folder (images/ + masks/, sat/ + map/, or sce
                  size:int=128, # training windows of size×size model pixels (a multiple of 32; prediction tiles the same)
                  scale:float=1., # model pixels per scene pixel (0.5: windows of 2×size scene pixels, rescaled)
                  windows_per_epoch:int=512, # random training windows an epoch, drawn anew each epoch
-                 bands:str=None, # scene bands, numbered from 1, e.g. 1,2,3,4 (default: the first three)
+                 bands:str=None, # scene bands: numbers from 1 (1,2,3) or names (red,green,blue,nir: a STAC item's common names, or a file's band names) (default: the first three)
+                 asset:str=None, # STAC sources: the asset each item is read from (default: 'visual', else its one image asset)
                  nodata:int=None, # pixel value that marks no-data where every band has it (e.g. 255), besides the scenes' own
                  scale16:str='full', # 16-bit to 8-bit rule: 'full' or 'percentile'
                  aug:str='aerial', # augmentation: 'aerial', 'street' or None
@@ -237,11 +238,12 @@ def train_scenes(path, # scenes: a folder (images/ + masks/, sat/ + map/, or sce
                  **kwargs, # passed to `train_segmentation` (epochs, lr, arch, pretrained, ...)
                 ):
     "Train a U-Net straight from windows of whole scenes, with mask files or vector labels: no tile is written"
-    pairs, _ = find_pairs(path, mask_suffix)
+    bands = parse_bands(bands)
+    pairs, _ = find_pairs(path, mask_suffix, asset, bands)
     if labels is None and any(m is None for _, _, m in pairs):
         raise BadInputError(f"{path}: scenes without masks; pass --labels FILE (vector labels) or a folder with masks")
     lab = label_settings(labels, label_field, mask_map, buffer)
-    scenes, bands = [i for _, i, _ in pairs], parse_bands(bands)
+    scenes = [i for _, i, _ in pairs]
     if lab: vector_labels(**lab).on_scenes(scenes)
     dls = scenes_dls(scenes, None if lab else [m for _, _, m in pairs], lab, list(codes), mask_map, size, scale, windows_per_epoch,
                      valid_pct, seed, bands=bands, nodata=nodata, scale16=scale16, aug=aug, bs=bs, num_workers=num_workers)
