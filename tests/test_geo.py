@@ -201,6 +201,9 @@ def test_stac_catalog_predicts_by_ranges(county, catalog, model, server, tmp_pat
     coll = pystac.Collection.from_file(str(tmp_path/'bands'/'collection.json'))
     links = {i.id: [l.href for l in i.links if l.rel == 'derived_from'] for i in coll.get_items()}
     assert links == {f'scene{i}': [f'{url}/stac/scene{i}/scene{i}.json'] for i in range(2)}, links  # each prediction links to its item
+    from pystac.validation import validate_dict  # the core STAC schemas pystac ships (extension schemas would be fetched)
+    for f in ['collection.json', 'scene0_item.json', 'scene1_item.json']:
+        assert validate_dict({**json.loads((tmp_path/'bands'/f).read_text()), 'stac_extensions': []}), f
 
 def test_stac_catalog_trains_from_windows(county, catalog, server, tmp_path):
     url, sent = server
