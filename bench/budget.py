@@ -13,7 +13,7 @@ Each row gives the figures of the kept (best-epoch) model, the epochs run and th
 budget; the fixed run's clock stops only its epochs (its calibration and export come after), so it has a few seconds
 more. `plan.json`'s prediction is printed beside the wall time: the overshoot is wall ÷ budget − 1.
 
-    python bench/budget.py [--budgets 1m 2m] [--use 3] [--only camvid,roads] [--seed 0]
+    python bench/budget.py [--budgets 1m 2m] [--use 3] [--only camvid,roads] [--seed 0] [--picture budget.png]
 
 With the defaults (2 minutes, fold 0 of 3, 7 data sets, 2 runs each) it takes about 35 minutes on this 2-core CPU.
 """
@@ -31,7 +31,22 @@ def deadline(seconds):
             if self.training and time.monotonic() > self.end: raise CancelFitException
     return Deadline()
 
-def main(budgets=('2m',), folds=3, use=1, seed=0, only=None, work=None):
+def picture(rows, path):
+    "Quality against budget, a panel per data set (its first figure), the plan and the fixed recipe cut by the clock"
+    import matplotlib.pyplot as plt
+    names = list(dict.fromkeys(r[0] for r in rows))
+    fig, axs = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axs[0], names):
+        mine = [r for r in rows if r[0] == name]
+        k = 'mIoU' if 'mIoU' in mine[0][3] else next(k for k in mine[0][3] if k != 'zero')
+        for arm, style in (('fixed', 'o--'), ('plan', 'o-')):
+            ax.plot([r[2] / 60 for r in mine], [statistics.mean(x[k] for x in r[4][arm]) for r in mine], style, label=arm)
+        ax.set_title(f"{name}", fontsize=9); ax.set_xlabel('budget (min)'); ax.set_ylabel(k, fontsize=8)
+    axs[0][0].legend(fontsize=8)
+    fig.tight_layout(); fig.savefig(path, dpi=90)
+    print(f"picture: {path}")
+
+def main(budgets=('2m',), folds=3, use=1, seed=0, only=None, work=None, picture_to=None):
     warnings.filterwarnings('ignore')
     import matplotlib; matplotlib.use('Agg')
     import torch
@@ -68,6 +83,7 @@ def main(budgets=('2m',), folds=3, use=1, seed=0, only=None, work=None):
             wall = lambda a: '/'.join(f"{r['wall'] / sec:.2f}" for r in res[a])
             print(f"| {name} | {b} | {k} | {mf:.3f} ± {sf:.3f} | {mp:.3f} ± {sp:.3f} | {d:+.3f} | {ep('fixed')} / {ep('plan')} | {wall('fixed')} / {wall('plan')} |")
     if diffs: print(f"\nmean plan − fixed over {len(diffs)} figures: {statistics.mean(diffs):+.3f}")
+    if picture_to and rows: picture(rows, picture_to)
     print(f"all: {(time.perf_counter() - t0) / 60:.1f} min")
 
 if __name__ == '__main__':
@@ -78,4 +94,5 @@ if __name__ == '__main__':
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--only', type=lambda s: s.split(','), default=None)
     ap.add_argument('--work', default=None)
+    ap.add_argument('--picture', dest='picture_to', default=None, help='quality against budget, a panel per data set (PNG)')
     main(**vars(ap.parse_args()))
