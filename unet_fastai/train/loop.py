@@ -56,7 +56,8 @@ def _start(learn, out, ck, show):
         return
     print(f"resuming {out/CHECKPOINT} after epoch {ck['epoch']}")
     with atomic_write(out/'history.csv') as tmp: tmp.write_text(ck['history'])  # without lines written after the checkpoint
-    if ck['best_epoch'] == ck['epoch']: save_state(ck['model'], out/'best.pth')
+    best = ck['model'] if ck['best_epoch'] == ck['epoch'] else ck.get('best_model')  # in case a kill came before best.pth was written
+    if best is not None: save_state(best, out/'best.pth')
 
 def _save_fig(fig, path, show):
     save_fig(fig, path)
@@ -68,13 +69,13 @@ def _lr_find(learn, iters, out, show)->float:
     _save_fig(plt.gcf(), out/'lr_find.png', show)
     return float(sug.valley)
 
-def _planned(learn, budget, out, ck, epochs, freeze_epochs, lr_find_iters, processes)->dict|None:
+def _planned(learn, budget, out, ck, epochs, freeze_epochs, lr_find_iters, processes, checkpoint_every)->dict|None:
     "The run's plan: none without a budget, the one it made for a resumed run, else a new one for this machine"
     if budget is None: return None
     if ck and (plan := read_plan(out)): return plan
     machine = dict(device=str(learn.dls.device), threads=torch.get_num_threads(), processes=processes,
                    precision=model_spec(learn).precision)
-    return plan_run(learn, budget, out, freeze_epochs, lr_find_iters, epochs, machine)
+    return plan_run(learn, budget, out, freeze_epochs, lr_find_iters, epochs, machine, checkpoint_every)
 
 def _calibrate(learn, out, show)->dict:
     "Fit the temperature on the validation set (`calibrate`), say what it changed, draw reliability.png; the report"
@@ -96,6 +97,7 @@ def train_segmentation(dls, # from `segmentation_dls`
                        lr_find_iters:int=100, # lr_find iterations (at least 20)
                        monitor:str=None, # metric that picks the best model (default: mIoU)
                        resume:bool=False, # continue the run in `out` after its last checkpoint (a new run if there is none)
+                       checkpoint_every:int=None, # epochs from one checkpoint to the next (default: 1, or as `budget` plans)
                        train_seed:int=None, # seed of the weights, augmentation and batch order; None: not seeded
                        show=False, # also show the pictures (in a notebook)
                        spec:dict=None, # what the data decide of the model's description (`ModelSpec` fields: tile, size, scale, bands, nodata, data)
@@ -114,17 +116,17 @@ def train_segmentation(dls, # from `segmentation_dls`
     describe(learn, **(spec or {}))
     monitor = _check_monitor(learn, monitor)
     opts = run_options(config, dls, n, epochs=epochs, freeze_epochs=freeze_epochs, lr=lr, lr_find_iters=lr_find_iters,
-                       monitor=monitor, train_seed=train_seed, budget=budget and budget.seconds, **kwargs)
+                       monitor=monitor, train_seed=train_seed, budget=budget and budget.seconds, checkpoint_every=checkpoint_every, **kwargs)
     with folder_lock(out, wait) if is_main() else nullcontext(), progress_here():  # one run per folder (under torchrun the main process holds it); bars where a person sees them
         ck = read_checkpoint(out/CHECKPOINT, opts, dls.device) if resume and (out/CHECKPOINT).exists() else None
         if is_main(): _start(learn, out, ck, show)
-        plan = _planned(learn, budget, out, ck, epochs, freeze_epochs, None if lr or ck else lr_find_iters, n)
+        plan = _planned(learn, budget, out, ck, epochs, freeze_epochs, None if lr or ck else lr_find_iters, n, checkpoint_every)
         if plan: epochs, freeze_epochs, lr_find_iters = plan['epochs'], plan['freeze_epochs'], plan['lr_find_iters'] or lr_find_iters
         if lr is None: lr = ck['lr'] if ck else from_main(_lr_find(learn, lr_find_iters, out, show) if is_main() else None)
         describe(learn, recipe={**opts, 'lr_used': lr, **({'plan': plan} if plan else {})}, data={'train_items': len(dls.train_ds), 'valid_items': len(dls.valid_ds), **model_spec(learn).data})
         if is_main():
             with atomic_write(out/'config.json') as tmp: tmp.write_text(json.dumps({**opts, 'lr_used': lr}, indent=2))
-        best = Checkpoint(monitor, opts, lr)
+        best = Checkpoint(monitor, opts, lr, plan.get('checkpoint_every', 1) if plan else checkpoint_every or 1)
         if ck: best.restore(ck)
         cbs = [best, StopOnDivergence(lr=lr)] + ([CSVLogger('history.csv', append=True)] if is_main() else [])
         with distributed(learn): fit_phases(learn, training_phases(epochs, freeze_epochs, lr, pretrained, plan and plan['steps']), cbs, ck)

@@ -14,8 +14,8 @@ from ..core import BadInputError, atomic_write
 from .distributed import distributed, from_main, is_main
 
 # %% auto #0
-__all__ = ['MARGIN', 'END_S', 'parse_budget', 'Budget', 'as_budget', 'budgeted', 'default_epochs', 'probe', 'make_plan',
-           'PlannedSteps', 'data_fingerprint', 'plan_run', 'write_plan', 'read_plan']
+__all__ = ['MARGIN', 'CHECKPOINTS', 'END_S', 'parse_budget', 'Budget', 'as_budget', 'budgeted', 'default_epochs', 'probe',
+           'make_plan', 'PlannedSteps', 'data_fingerprint', 'plan_run', 'write_plan', 'read_plan']
 
 # %% ../../nbs/22a_train.plan.ipynb #acb3d2fa
 _UNITS = {'h': 3600, 'm': 60, 's': 1}
@@ -93,18 +93,25 @@ def probe(learn, # a learner from `seg_learner`
 
 # %% ../../nbs/22a_train.plan.ipynb #be9306a8
 MARGIN = 0.05  # of the budget kept back
+CHECKPOINTS = 0.05  # of the budget spent on checkpoints at most
 END_S = 3.  # seconds of the pictures drawn at the end (samples, curves, predictions, reliability), measured on a CPU
 
 def _end_s(p:dict)->float: return 1.5 * p['valid_s'] + p['save_s'] + END_S  # calibration, export, pictures
-def _epoch_end_s(p:dict)->float: return p['valid_s'] + 1.5 * p['save_s']  # validation, the checkpoint and most often best.pth
-def _epoch_s(p:dict, batches:int)->float: return batches * p['step_s'] + _epoch_end_s(p)
+def _checkpoint_s(p:dict)->float: return 1.5 * p['save_s']  # the checkpoint and, most often, best.pth
+def _epoch_end_s(p:dict, every:int=1)->float: return p['valid_s'] + _checkpoint_s(p) / every  # validation, a share of a checkpoint
+def _epoch_s(p:dict, batches:int, every:int=1)->float: return batches * p['step_s'] + _epoch_end_s(p, every)
 
-def _steps(avail:float, p:dict, batches:int)->int:
-    "The most training steps whose time, with the validation and checkpoint of every epoch they start, fits in `avail`"
-    epoch = _epoch_s(p, batches)
+def _steps(avail:float, p:dict, batches:int, every:int=1)->int:
+    "The most training steps whose time, with the validation (and checkpoint share) of every epoch they start, fits in `avail`"
+    epoch = _epoch_s(p, batches, every)
     whole = max(0, math.floor(avail / epoch))
-    rest = avail - whole * epoch - _epoch_end_s(p)
+    rest = avail - whole * epoch - _epoch_end_s(p, every)
     return whole * batches + min(batches - 1, max(0, math.floor(rest / p['step_s'])))
+
+def _every(budget:float, p:dict, batches:int, steps:int)->int:
+    "Epochs from one checkpoint to the next, so that the checkpoints of `steps` take at most `CHECKPOINTS` of the budget"
+    most = max(1, math.floor(CHECKPOINTS * budget / _checkpoint_s(p)))
+    return max(1, math.ceil(math.ceil(steps / batches) / most))
 
 # %% ../../nbs/22a_train.plan.ipynb #00db7436
 def make_plan(budget:float, # seconds of the whole run
@@ -114,12 +121,15 @@ def make_plan(budget:float, # seconds of the whole run
               freeze_epochs:int=0, # the recipe's epochs with a frozen encoder
               lr_find_iters:int|None=100, # the most lr_find iterations; None: the learning rate is given
               epochs:int|None=None, # epochs given: they override the plan
+              checkpoint_every:int|None=None, # epochs from one checkpoint to the next, given; None: planned
              )->dict:
-    "Epochs and steps, frozen epochs and lr_find iterations that end the run within `budget`; each with its rule"
+    "Epochs and steps, frozen epochs, lr_find iterations and checkpoints that end the run within `budget`; each with its rule"
     iters = None if lr_find_iters is None else int(min(lr_find_iters, max(20, 0.1 * budget / p['step_s'])))
     fixed = spent + (iters or 0) * p['step_s'] + _end_s(p)
-    epoch = _epoch_s(p, batches)
-    fit = _steps(budget * (1 - MARGIN) - fixed, p, batches)
+    epoch, avail = _epoch_s(p, batches), budget * (1 - MARGIN) - fixed
+    fit = _steps(avail, p, batches)
+    every = checkpoint_every or _every(budget, p, batches, epochs * batches if epochs else fit)
+    if every > 1: fixed, fit = fixed + _checkpoint_s(p), _steps(avail - _checkpoint_s(p), p, batches, every)  # and one at the end
     if epochs is None and fit < batches:
         least = math.ceil((fixed + epoch) / (1 - MARGIN) / 10) * 10
         raise BadInputError(f"budget {budget:g} s: one epoch here takes {epoch:.0f} s and the run {fixed:.0f} s besides; "
@@ -128,13 +138,17 @@ def make_plan(budget:float, # seconds of the whole run
     steps = fit - frozen * batches if epochs is None else epochs * batches
     rules = {'steps': f"given: {epochs} epochs ({fit} steps would fit)" if epochs is not None else
                       f"as many as fit in {budget:g} s × {1 - MARGIN:g} − {fixed:.0f} s, at {p['step_s']:.3f} s a step and "
-                      f"{_epoch_end_s(p):.2f} s at the end of each epoch",
+                      f"{_epoch_end_s(p, every):.2f} s at the end of each epoch",
              'freeze_epochs': f"the recipe's {freeze_epochs}, at most half the epochs",
              'lr_find_iters': 'the learning rate is given' if iters is None else f"a tenth of the budget at most, 20 to {lr_find_iters}",
+             'checkpoint_every': f"given: {every}" if checkpoint_every else
+                                 f"checkpoints ({_checkpoint_s(p):.2f} s each, best.pth included) take at most {CHECKPOINTS:.0%} of the "
+                                 f"budget: one every {every} epoch(s) and one at the end; a kill loses at most {every} epoch(s)",
              'size, scale, bs': 'as given: no rule has been shown to help on every reference data set'}
     total = frozen * batches + steps
     return dict(budget_s=budget, epochs=math.ceil(steps / batches), steps=steps, freeze_epochs=frozen, lr_find_iters=iters,
-                predicted_s=round(fixed + total * p['step_s'] + math.ceil(total / batches) * _epoch_end_s(p), 1),
+                checkpoint_every=every,
+                predicted_s=round(fixed + total * p['step_s'] + math.ceil(total / batches) * _epoch_end_s(p, every), 1),
                 epoch_s=round(epoch, 3), batches=batches, probe={k: round(v, 4) for k, v in p.items()},
                 spent_s=round(spent, 2), rules=rules)
 
@@ -179,16 +193,18 @@ def plan_run(learn, # the learner of the run, before its fit
              lr_find_iters:int|None=100, # the most lr_find iterations; None: the learning rate is given
              epochs:int|None=None, # epochs given
              machine:dict=None, # what the plan holds for: device, threads, processes, precision
+             checkpoint_every:int|None=None, # epochs from one checkpoint to the next, given
             )->dict:
     "Probe this machine (every process), make the plan, say it in one line and write plan.json (the main process); the plan"
     with distributed(learn): p = probe(learn, folder=out)
     if not is_main(): return from_main(None)
-    plan = make_plan(budget.seconds, budget.spent(), p, len(learn.dls.train), freeze_epochs, lr_find_iters, epochs)
+    plan = make_plan(budget.seconds, budget.spent(), p, len(learn.dls.train), freeze_epochs, lr_find_iters, epochs, checkpoint_every)
     plan.update(machine=machine or {}, fingerprint=data_fingerprint(learn.dls))
     lr = f", lr_find {plan['lr_find_iters']} iterations" if plan['lr_find_iters'] else ''
     frozen = f" ({plan['freeze_epochs']} frozen)" if plan['freeze_epochs'] else ''
     last = plan['steps'] - (plan['epochs'] - 1) * plan['batches']
     last = f", the last cut to {last}" if last < plan['batches'] else ''
+    last += f", a checkpoint every {plan['checkpoint_every']}" if plan['checkpoint_every'] > 1 else ''
     print(f"plan for {budget.seconds:g} s here: {plan['freeze_epochs'] + plan['epochs']} epochs{frozen} of {plan['batches']} "
           f"batches{last} ({p['step_s']:.3f} s a step, validation {p['valid_s']:.1f} s){lr}: about {plan['predicted_s']:.0f} s; "
           f"{Path(out)/'plan.json'}")
