@@ -58,7 +58,7 @@ def test_torchrun_two_processes(tiles, tmp_path):
     np.testing.assert_allclose(one_process_figures(tiles, out, loss='ce', class_weights=None), best, rtol=0, atol=1e-5)
 
 def test_torchrun_budget(tiles, tmp_path):
-    "A time budget on two processes: every process probes, the main one plans and says it once, all train the planned steps"
+    "A time budget on two processes: every process probes, the main one plans, says it once and corrects it for all as they go"
     out = tmp_path/'run'
     r = run(BIN/'torchrun', '--standalone', '--nproc_per_node', 2, '--no-python', BIN/'unet_fastai_train', 'roads', tiles, *COMMON,
             '--budget', '45s', '--out', out, tmp=tmp_path)
@@ -66,7 +66,7 @@ def test_torchrun_budget(tiles, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS + ['plan.json'])  # no probe file left, one plan
     plan = json.loads((out/'plan.json').read_text())
     assert r.stdout.count('plan for 45 s here') == 1 and plan['machine']['processes'] == 2
-    assert len(read_history(out/'history.csv')) == plan['epochs'] and plan['predicted_s'] <= 45 * 0.95
+    assert len(read_history(out/'history.csv')) == plan['epochs_run'] <= plan['epochs'] and plan['predicted_s'] <= 45 * 0.95  # as corrected alike in both
 
 def test_torchrun_window_training(tiles, tmp_path):
     "The scenes task under torchrun: each process trains on its own random windows of the scenes, the two halves of each epoch"

@@ -129,14 +129,16 @@ def train_segmentation(dls, # from `segmentation_dls`
         best = Checkpoint(monitor, opts, lr, plan.get('checkpoint_every', 1) if plan else checkpoint_every or 1)
         if ck: best.restore(ck)
         cbs = [best, StopOnDivergence(lr=lr)] + ([CSVLogger('history.csv', append=True)] if is_main() else [])
-        with distributed(learn): fit_phases(learn, training_phases(epochs, freeze_epochs, lr, pretrained, plan and plan['steps']), cbs, ck)
+        until = budget.started + plan['train_until_s'] if plan and plan.get('train_until_s') and not ck else None  # a resumed run: as planned
+        with distributed(learn): fit_phases(learn, training_phases(epochs, freeze_epochs, lr, pretrained, plan and plan['steps'], until), cbs, ck)
         cal = from_main(_calibrate(learn, out, show) if is_main() else None)  # of the best model, kept in its description
         describe(learn, temperature=cal.pop('temperature'), calibration=cal)
         if is_main():
-            _save_fig(plot_history(read_history(out/'history.csv'), freeze_epochs), out/'curves.png', show)
+            h = read_history(out/'history.csv')
+            _save_fig(plot_history(h, freeze_epochs), out/'curves.png', show)
             _save_fig(show_predictions(learn), out/'predictions.png', show)
             with atomic_write(out/'model.pkl') as t: learn.export(t)  # whole or not at all (a full disk)
-            if plan: write_plan({**plan, 'wall_s': round(budget.spent(), 1)}, out)  # the plan against the clock
+            if plan: write_plan({**plan, 'epochs_run': len(h) - freeze_epochs, 'wall_s': round(budget.spent(), 1)}, out)  # against the run
         distrib_barrier()
         return learn
 
@@ -145,9 +147,10 @@ def training_phases(epochs:int, # epochs with everything trainable
                     lr:float, # peak learning rate
                     pretrained:bool, # does the encoder start from learnt (ImageNet) weights?
                     steps:int=None, # training steps of the last fit, as a plan made them (`PlannedSteps`); None: its whole epochs
+                    until:float=None, # `time.monotonic()` by which the last fit must end, the steps corrected as it goes; None: as planned
                    )->list:
     "(epochs, lr, frozen, callbacks) of each fit: a pretrained encoder is kept at lr/200..lr/2 once unfrozen; a random one learns at `lr` like the rest"
-    return [(freeze_epochs, lr, True, []), (epochs, slice(lr / 200, lr / 2) if pretrained else lr, False, [PlannedSteps(steps)] if steps else [])]
+    return [(freeze_epochs, lr, True, []), (epochs, slice(lr / 200, lr / 2) if pretrained else lr, False, [PlannedSteps(steps, until)] if steps else [])]
 
 # %% ../../nbs/23_train.loop.ipynb #43ce8f62
 def evaluate(learn, dl=None)->dict:

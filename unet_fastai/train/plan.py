@@ -147,7 +147,7 @@ def make_plan(budget:float, # seconds of the whole run
              'size, scale, bs': 'as given: no rule has been shown to help on every reference data set'}
     total = frozen * batches + steps
     return dict(budget_s=budget, epochs=math.ceil(steps / batches), steps=steps, freeze_epochs=frozen, lr_find_iters=iters,
-                checkpoint_every=every,
+                checkpoint_every=every, train_until_s=None if epochs else round(budget * (1 - MARGIN) - _end_s(p) - (_checkpoint_s(p) if every > 1 else 0), 2),
                 predicted_s=round(fixed + total * p['step_s'] + math.ceil(total / batches) * _epoch_end_s(p, every), 1),
                 epoch_s=round(epoch, 3), batches=batches, probe={k: round(v, 4) for k, v in p.items()},
                 spent_s=round(spent, 2), rules=rules)
@@ -156,12 +156,27 @@ def make_plan(budget:float, # seconds of the whole run
 class PlannedSteps(Callback):
     "Run a `fit_one_cycle` over `steps` training steps: the schedule's position is step ÷ `steps`; the last epoch ends after them"
     order = 55  # before the ParamScheduler (60) reads the position, after the Recorder (50) has logged the batch
-    def __init__(self, steps:int): self.steps = steps
+    def __init__(self, steps:int, # training steps planned
+                 until:float=None): # `time.monotonic()` by which the fit must end: the steps are corrected as it goes; None: as planned
+        self.steps, self.until, self.batches = steps, until, None
     def _done(self)->int: return self.epoch * self.n_iter + self.iter
+    def before_fit(self): self.start = time.monotonic()
+    def before_epoch(self):
+        b = self.batches  # training batches an epoch (this process's), once an epoch has trained: here n_iter is validation's
+        if b is None: return
+        if self.epoch * b >= self.steps: raise CancelFitException  # corrected to fewer epochs than the fit's: done
+        if self.until is None: return
+        pace = (time.monotonic() - self.start) / self.epoch  # an epoch as they went: training, validation, checkpoint
+        fit = from_main(max(1, math.floor((self.until - time.monotonic()) / pace)))  # whole epochs left in time (every process alike)
+        if fit < self.n_epoch - self.epoch or self.steps < self.n_epoch * b:  # late; or early, with a last epoch cut short
+            self.steps = (self.epoch + min(fit, self.n_epoch - self.epoch)) * b
+            self.learn.n_epoch = math.ceil(self.steps / b)  # so that the checkpoint knows the last epoch
     def before_batch(self):
         if self.training: self.learn.pct_train = self._done() / self.steps
     def after_batch(self):
-        if self.training and self._done() + 1 >= self.steps: raise CancelTrainException
+        if not self.training: return
+        self.batches = self.n_iter
+        if self._done() + 1 >= self.steps: raise CancelTrainException
     def after_cancel_train(self): self.recorder.cancel_train = False  # ended as planned: its training loss is recorded
 
 # %% ../../nbs/22a_train.plan.ipynb #339b3384
