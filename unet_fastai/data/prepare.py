@@ -12,7 +12,8 @@ from PIL import Image
 from ..core import BadInputError, WriteError, atomic_write, folder_lock, is_image_file, remove_temporaries
 from ..io.geometry import StripTiler, check_tiles, parse_tile_name, scaled_shape, tile_name, tile_starts
 from ..io.masks import MaskMap, NODATA, parse_mask_map
-from ..io.raster import Raster, SCALE16, image_size, parse_bands
+from ..io.bands import parse_bands
+from ..io.raster import Raster, SCALE16, image_size
 from ..io.sources import as_source, is_url, scene_sources, scene_stem
 from ..io.writers import feature_collection, image_path, image_writer, save_image
 from ..workers import run_parallel

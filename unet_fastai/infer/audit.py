@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from ..core import BadInputError
 from ..io.masks import NODATA, parse_mask_map, read_mask
-from ..io.raster import Raster, parse_bands, image_size
+from ..io.bands import parse_bands
+from ..io.raster import Raster, image_size
 from ..io.labels import VectorLabels, to_one_crs
 from ..io.writers import write_layers, write_table, layer_file
 from ..io.geometry import check_tiles

@@ -8,7 +8,8 @@ import json as _json
 import numpy as np
 from ..io.masks import NODATA, parse_mask_map, read_mask
 from ..core import BadInputError, atomic_write, progress_over
-from ..io.raster import Raster, parse_bands, image_size
+from ..io.bands import parse_bands
+from ..io.raster import Raster, image_size
 from ..io.sources import scene_sources, scene_stem
 from ..io.labels import VectorLabels, vector_labels
 from ..data.prepare import files_by_stem

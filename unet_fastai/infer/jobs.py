@@ -9,7 +9,8 @@ from contextlib import nullcontext
 from pathlib import Path
 import numpy as np
 from ..core import BadInputError, atomic_write, remove_temporaries, folder_lock, progress_over
-from ..io.raster import Raster, parse_bands, image_size
+from ..io.bands import parse_bands
+from ..io.raster import Raster, image_size
 from ..io.sources import scene_sources, scene_stem
 from ..io.writers import save_image, mosaic_vrt
 from ..io.geometry import check_tiles

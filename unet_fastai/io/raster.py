@@ -12,10 +12,11 @@ from PIL import Image
 from fastcore.basics import patch
 from ..core import BadInputError, file_head
 from .sources import as_source, is_url
+from .bands import band_numbers, default_bands
 
 # %% auto #0
-__all__ = ['GDAL_CACHE', 'VIPS_MODES', 'SCALE16', 'gdal_env', 'vips', 'default_bands', 'band_numbers', 'to_uint8', 'Raster',
-           'resize_bands', 'parse_bands', 'read_array', 'image_size', 'read_image']
+__all__ = ['GDAL_CACHE', 'VIPS_MODES', 'SCALE16', 'gdal_env', 'vips', 'to_uint8', 'Raster', 'resize_bands', 'read_array',
+           'image_size', 'read_image']
 
 # %% ../../nbs/04_io.raster.ipynb #522c702c
 _PIL_MAGIC = (b'\x89PNG', b'\xff\xd8\xff', b'GIF8', b'BM')  # PNG, JPEG (pixels by libvips), GIF, BMP: the header by Pillow
@@ -114,26 +115,6 @@ def _vips_image(path):
     memory, beyond 100 MB) and has no decompression-bomb limit; None in a forked child (see `vips`), where Pillow reads it"""
     pyvips = vips()
     return None if pyvips is None else pyvips.Image.new_from_file(str(path), fail_on='error')  # a truncated file: an error
-
-def default_bands(count:int)->list:
-    "Bands read by default (numbered from 1, as in GDAL): the first three, or the first of a gray (+ alpha) scene"
-    return [1, 2, 3] if count >= 3 else [1]
-
-def band_numbers(bands:list, # numbers from 1, or names
-                 names:tuple, # the file's band names (GDAL's descriptions: a STAC item's VRT names its bands red, nir, ...)
-                 count:int, # how many bands the file has
-                 where, # the file, for messages
-                )->list:
-    "`bands` as numbers from 1, a name as the number of the band of that name (any case); a band that is not there is one line"
-    said, out = [str(n or '').lower() for n in names], []
-    for b in bands:
-        if isinstance(b, str) and not b.isdigit():
-            if b.lower() not in said: raise BadInputError(f"{where}: no band named '{b}'; " + (
-                f"its bands are named {', '.join(str(n or '-') for n in names)}" if any(names) else "its bands have no names: give band numbers from 1"))
-            b = said.index(b.lower()) + 1
-        if not 1 <= int(b) <= count: raise BadInputError(f"{where}: band {b} does not exist: the scene has {count} band(s), numbered from 1")
-        out.append(int(b))
-    return out
 
 # %% ../../nbs/04_io.raster.ipynb #947ab6b3
 SCALE16 = ('full', 'percentile')
@@ -326,14 +307,6 @@ def resize_bands(arr:np.ndarray, # (H,W) or (H,W,bands), uint8
     "Pillow's resize for any number of bands: RGB at once, other counts band by band (Pillow would take a 2nd or 4th band for alpha)"
     if arr.ndim == 2 or arr.shape[-1] == 3: return np.asarray(Image.fromarray(arr).resize(size, resample, box))
     return np.stack([resize_bands(arr[..., i], size, resample, box) for i in range(arr.shape[-1])], -1)
-
-# %% ../../nbs/04_io.raster.ipynb #a5cea410
-def parse_bands(bands)->list:
-    "Bands from '4,3,2' (numbers from 1) or 'nir,red,green' (names: see `band_numbers`), or a list; None stays None"
-    if bands is None or isinstance(bands, (list, tuple)): return bands
-    parts = [b.strip() for b in str(bands).split(',')]
-    if not all(parts): raise BadInputError(f"--bands {bands}: give band numbers from 1 or band names, separated by commas, e.g. 1,2,3 or red,green,blue")
-    return [int(b) if b.isdigit() else b for b in parts]
 
 # %% ../../nbs/04_io.raster.ipynb #2dfcecb9
 def read_array(path, # image or mask file

@@ -17,7 +17,7 @@ from ..data.blocks import camvid_dls, roads_dls, pairs_dls
 from ..data.windows import scenes_dls
 from ..data.prepare import find_pairs
 from ..io.labels import label_settings, vector_labels
-from ..io.raster import parse_bands
+from ..io.bands import parse_bands
 from .distributed import init_distributed, is_main, from_main, one_process, distributed
 from .metrics import class_probs, confusion_matrix, cm_report
 from .checkpoint import CHECKPOINT, Checkpoint, StopOnDivergence, fit_phases, read_checkpoint, run_options, save_state, seed_training
