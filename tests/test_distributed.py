@@ -1,5 +1,5 @@
 "Training beyond one process on this CPU: unet_fastai_train under torchrun and accelerate launch (2 gloo processes), a kill and a resume, wrong command lines"
-import json, os, signal, socket, subprocess, time
+import json, math, os, signal, socket, subprocess, time
 import numpy as np, pytest, torch
 from conftest import ROOT, BIN, command
 from unet_fastai.data.synthetic import write_scenes
@@ -66,7 +66,9 @@ def test_torchrun_budget(tiles, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS + ['plan.json'])  # no probe file left, one plan
     plan = json.loads((out/'plan.json').read_text())
     assert r.stdout.count('plan for 45 s here') == 1 and plan['machine']['processes'] == 2
-    assert len(read_history(out/'history.csv')) == plan['epochs_run'] <= plan['epochs'] and plan['predicted_s'] <= 45 * 0.95  # as corrected alike in both
+    from unet_fastai.train.plan import ROOM
+    most = plan['epochs'] + math.ceil(ROOM * plan['epochs'])  # as corrected, alike in both: fewer, or more up to the fit's room
+    assert len(read_history(out/'history.csv')) == plan['epochs_run'] <= most and plan['predicted_s'] <= 45 * 0.95
 
 def test_torchrun_window_training(tiles, tmp_path):
     "The scenes task under torchrun: each process trains on its own random windows of the scenes, the two halves of each epoch"

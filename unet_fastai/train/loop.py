@@ -4,7 +4,7 @@
 
 # %% ../../nbs/23_train.loop.ipynb #bff4d1fd
 from __future__ import annotations
-import json
+import json, math
 from contextlib import nullcontext
 from pathlib import Path
 import matplotlib.pyplot as plt
@@ -25,7 +25,7 @@ from .learner import seg_learner, describe
 from ..spec import model_spec
 from .pictures import plot_history, read_history, save_fig, show_predictions
 from .calibration import calibrate, reliability_diagram
-from .plan import PlannedSteps, as_budget, budgeted, default_epochs, plan_run, read_plan, write_plan
+from .plan import ROOM, PlannedSteps, as_budget, budgeted, default_epochs, plan_run, read_plan, write_plan
 
 
 # %% auto #0
@@ -150,7 +150,8 @@ def training_phases(epochs:int, # epochs with everything trainable
                     until:float=None, # `time.monotonic()` by which the last fit must end, the steps corrected as it goes; None: as planned
                    )->list:
     "(epochs, lr, frozen, callbacks) of each fit: a pretrained encoder is kept at lr/200..lr/2 once unfrozen; a random one learns at `lr` like the rest"
-    return [(freeze_epochs, lr, True, []), (epochs, slice(lr / 200, lr / 2) if pretrained else lr, False, [PlannedSteps(steps, until)] if steps else [])]
+    room = math.ceil(ROOM * epochs) if until else 0  # epochs a run corrected as it goes may add (`PlannedSteps` ends the fit when planned)
+    return [(freeze_epochs, lr, True, []), (epochs + room, slice(lr / 200, lr / 2) if pretrained else lr, False, [PlannedSteps(steps, until)] if steps else [])]
 
 # %% ../../nbs/23_train.loop.ipynb #43ce8f62
 def evaluate(learn, dl=None)->dict:

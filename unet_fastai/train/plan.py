@@ -14,7 +14,7 @@ from ..core import BadInputError, atomic_write
 from .distributed import distributed, from_main, is_main
 
 # %% auto #0
-__all__ = ['MARGIN', 'CHECKPOINTS', 'END_S', 'parse_budget', 'Budget', 'as_budget', 'budgeted', 'default_epochs', 'probe',
+__all__ = ['MARGIN', 'CHECKPOINTS', 'END_S', 'ROOM', 'parse_budget', 'Budget', 'as_budget', 'budgeted', 'default_epochs', 'probe',
            'make_plan', 'PlannedSteps', 'data_fingerprint', 'plan_run', 'write_plan', 'read_plan']
 
 # %% ../../nbs/22a_train.plan.ipynb #acb3d2fa
@@ -153,6 +153,8 @@ def make_plan(budget:float, # seconds of the whole run
                 spent_s=round(spent, 2), rules=rules)
 
 # %% ../../nbs/22a_train.plan.ipynb #30540c10
+ROOM = 0.5  # a fit planned for n epochs is given n × (1 + ROOM): a run that goes faster than its probe uses the time
+
 class PlannedSteps(Callback):
     "Run a `fit_one_cycle` over `steps` training steps: the schedule's position is step ÷ `steps`; the last epoch ends after them"
     order = 55  # before the ParamScheduler (60) reads the position, after the Recorder (50) has logged the batch
@@ -160,22 +162,25 @@ class PlannedSteps(Callback):
                  until:float=None): # `time.monotonic()` by which the fit must end: the steps are corrected as it goes; None: as planned
         self.steps, self.until, self.batches = steps, until, None
     def _done(self)->int: return self.epoch * self.n_iter + self.iter
-    def before_fit(self): self.start = time.monotonic()
+    def _end_at(self, steps:int):
+        "End the fit after `steps` training steps; the fit's `n_epoch` says its last epoch (for the checkpoint)"
+        self.steps, self.learn.n_epoch = steps, math.ceil(steps / self.batches)
+    def before_fit(self): self.most, self.starts = self.n_epoch, []  # the most epochs (the fit's), when each epoch began
     def before_epoch(self):
+        self.starts.append(time.monotonic())
         b = self.batches  # training batches an epoch (this process's), once an epoch has trained: here n_iter is validation's
         if b is None: return
         if self.epoch * b >= self.steps: raise CancelFitException  # corrected to fewer epochs than the fit's: done
         if self.until is None: return
-        pace = (time.monotonic() - self.start) / self.epoch  # an epoch as they went: training, validation, checkpoint
-        fit = from_main(max(1, math.floor((self.until - time.monotonic()) / pace)))  # whole epochs left in time (every process alike)
-        if fit < self.n_epoch - self.epoch or self.steps < self.n_epoch * b:  # late; or early, with a last epoch cut short
-            self.steps = (self.epoch + min(fit, self.n_epoch - self.epoch)) * b
-            self.learn.n_epoch = math.ceil(self.steps / b)  # so that the checkpoint knows the last epoch
+        k = math.ceil(self.epoch / 2)  # the pace of the later half of the epochs done: the first ones fill caches
+        pace = (self.starts[-1] - self.starts[-1 - k]) / k  # an epoch: training, validation, its share of checkpoints
+        fit = from_main(max(1, math.floor((self.until - self.starts[-1]) / pace)))  # whole epochs left in time (every process alike)
+        self._end_at((self.epoch + min(fit, self.most - self.epoch)) * b)  # fewer, or more (a last epoch filled, up to the fit's)
     def before_batch(self):
         if self.training: self.learn.pct_train = self._done() / self.steps
     def after_batch(self):
         if not self.training: return
-        self.batches = self.n_iter
+        if self.batches is None: self.batches = self.n_iter; self._end_at(self.steps)
         if self._done() + 1 >= self.steps: raise CancelTrainException
     def after_cancel_train(self): self.recorder.cancel_train = False  # ended as planned: its training loss is recorded
 
