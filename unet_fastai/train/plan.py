@@ -163,8 +163,10 @@ class PlannedSteps(Callback):
         self.steps, self.until, self.batches = steps, until, None
     def _done(self)->int: return self.epoch * self.n_iter + self.iter
     def _end_at(self, steps:int):
-        "End the fit after `steps` training steps; the fit's `n_epoch` says its last epoch (for the checkpoint)"
+        "End the fit after `steps` training steps; the fit's `n_epoch` says its last epoch (for the checkpoint), its bar as many"
         self.steps, self.learn.n_epoch = steps, math.ceil(steps / self.batches)
+        bar = getattr(getattr(self.learn, 'progress', None), 'mbar', None)  # fastai's progress bar, where there is one
+        if bar: bar.main_bar.total = self.n_epoch
     def before_fit(self): self.most, self.starts = self.n_epoch, []  # the most epochs (the fit's), when each epoch began
     def before_epoch(self):
         self.starts.append(time.monotonic())
