@@ -165,19 +165,23 @@ class PlannedSteps(Callback):
     def _end_at(self, steps:int):
         "End the fit after `steps` training steps; the fit's `n_epoch` says its last epoch (for the checkpoint), its bar as many"
         self.steps, self.learn.n_epoch = steps, math.ceil(steps / self.batches)
+        self._bar(self.n_epoch)
+    def _bar(self, epochs:int):
         bar = getattr(getattr(self.learn, 'progress', None), 'mbar', None)  # fastai's progress bar, where there is one
-        if bar: bar.main_bar.total = self.n_epoch
-    def before_fit(self): self.most, self.starts = self.n_epoch, []  # the most epochs (the fit's), when each epoch began
+        if bar: bar.main_bar.total = epochs
+    def before_fit(self): self.most, self.starts, self.trained = self.n_epoch, [], []  # the most epochs (the fit's); when each epoch began, how long it trained
+    def before_train(self): self.t = time.monotonic()
+    def after_train(self): self.trained.append(time.monotonic() - self.t)
     def before_epoch(self):
         self.starts.append(time.monotonic())
         b = self.batches  # training batches an epoch (this process's), once an epoch has trained: here n_iter is validation's
-        if b is None: return
+        if b is None: return self._bar(math.ceil(self.steps / len(self.dls.train)))  # the bar's epochs from the start
         if self.epoch * b >= self.steps: raise CancelFitException  # corrected to fewer epochs than the fit's: done
         if self.until is None: return
         k = math.ceil(self.epoch / 2)  # the pace of the later half of the epochs done: the first ones fill caches
-        pace = (self.starts[-1] - self.starts[-1 - k]) / k  # an epoch: training, validation, its share of checkpoints
-        fit = from_main(max(1, math.floor((self.until - self.starts[-1]) / pace)))  # whole epochs left in time (every process alike)
-        self._end_at((self.epoch + min(fit, self.most - self.epoch)) * b)  # fewer, or more (a last epoch filled, up to the fit's)
+        pace, step = (self.starts[-1] - self.starts[-1 - k]) / k, sum(self.trained[-k:]) / (k * b)  # an epoch (its validation, its share of checkpoints), a step
+        fit = _steps(self.until - self.starts[-1], dict(step_s=step, valid_s=pace - b * step, save_s=0), b)  # the steps left in time, a last epoch cut short
+        self._end_at(from_main(self.epoch * b + min(max(b, fit), (self.most - self.epoch) * b)))  # fewer (one epoch at least, to anneal), or more up to the fit's
     def before_batch(self):
         if self.training: self.learn.pct_train = self._done() / self.steps
     def after_batch(self):
