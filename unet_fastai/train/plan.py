@@ -181,7 +181,7 @@ class PlannedSteps(Callback):
         k = math.ceil(self.epoch / 2)  # the pace of the later half of the epochs done: the first ones fill caches
         pace, step = (self.starts[-1] - self.starts[-1 - k]) / k, sum(self.trained[-k:]) / (k * b)  # an epoch (its validation, its share of checkpoints), a step
         fit = _steps(self.until - self.starts[-1], dict(step_s=step, valid_s=pace - b * step, save_s=0), b)  # the steps left in time, a last epoch cut short
-        self._end_at(from_main(self.epoch * b + min(max(b, fit), (self.most - self.epoch) * b)))  # fewer (one epoch at least, to anneal), or more up to the fit's
+        self._end_at(from_main(self.epoch * b + min(max(1, fit), (self.most - self.epoch) * b)))  # fewer (a step at least: the schedule's end), or more up to the fit's
     def before_batch(self):
         if self.training: self.learn.pct_train = self._done() / self.steps
     def after_batch(self):
