@@ -101,12 +101,15 @@ def _checkpoint_s(p:dict)->float: return 1.5 * p['save_s']  # the checkpoint and
 def _epoch_end_s(p:dict, every:int=1)->float: return p['valid_s'] + _checkpoint_s(p) / every  # validation, a share of a checkpoint
 def _epoch_s(p:dict, batches:int, every:int=1)->float: return batches * p['step_s'] + _epoch_end_s(p, every)
 
-def _steps(avail:float, p:dict, batches:int, every:int=1)->int:
-    "The most training steps whose time, with the validation (and checkpoint share) of every epoch they start, fits in `avail`"
-    epoch = _epoch_s(p, batches, every)
+def _steps(avail:float, # seconds
+           step:float, # seconds a training step
+           end:float, # seconds at the end of each epoch: validation, a share of a checkpoint
+           batches:int)->int:
+    "The most training steps whose time, with the end of every epoch they start, fits in `avail`: whole epochs, then one cut short"
+    epoch = batches * step + end
     whole = max(0, math.floor(avail / epoch))
-    rest = avail - whole * epoch - _epoch_end_s(p, every)
-    return whole * batches + min(batches - 1, max(0, math.floor(rest / p['step_s'])))
+    rest = avail - whole * epoch - end
+    return whole * batches + min(batches - 1, max(0, math.floor(rest / step)))
 
 def _every(budget:float, p:dict, batches:int, steps:int)->int:
     "Epochs from one checkpoint to the next, so that the checkpoints of `steps` take at most `CHECKPOINTS` of the budget"
@@ -127,9 +130,9 @@ def make_plan(budget:float, # seconds of the whole run
     iters = None if lr_find_iters is None else int(min(lr_find_iters, max(20, 0.1 * budget / p['step_s'])))
     fixed = spent + (iters or 0) * p['step_s'] + _end_s(p)
     epoch, avail = _epoch_s(p, batches), budget * (1 - MARGIN) - fixed
-    fit = _steps(avail, p, batches)
+    fit = _steps(avail, p['step_s'], _epoch_end_s(p), batches)
     every = checkpoint_every or _every(budget, p, batches, epochs * batches if epochs else fit)
-    if every > 1: fixed, fit = fixed + _checkpoint_s(p), _steps(avail - _checkpoint_s(p), p, batches, every)  # and one at the end
+    if every > 1: fixed, fit = fixed + _checkpoint_s(p), _steps(avail - _checkpoint_s(p), p['step_s'], _epoch_end_s(p, every), batches)  # and one at the end
     if epochs is None and fit < batches:
         least = math.ceil((fixed + epoch) / (1 - MARGIN) / 10) * 10
         raise BadInputError(f"budget {budget:g} s: one epoch here takes {epoch:.0f} s and the run {fixed:.0f} s besides; "
@@ -180,7 +183,7 @@ class PlannedSteps(Callback):
         if self.until is None: return
         k = math.ceil(self.epoch / 2)  # the pace of the later half of the epochs done: the first ones fill caches
         pace, step = (self.starts[-1] - self.starts[-1 - k]) / k, sum(self.trained[-k:]) / (k * b)  # an epoch (its validation, its share of checkpoints), a step
-        fit = _steps(self.until - self.starts[-1], dict(step_s=step, valid_s=pace - b * step, save_s=0), b)  # the steps left in time, a last epoch cut short
+        fit = _steps(self.until - self.starts[-1], step, pace - b * step, b)  # the steps left in time, a last epoch cut short
         self._end_at(from_main(self.epoch * b + min(max(1, fit), (self.most - self.epoch) * b)))  # fewer (a step at least: the schedule's end), or more up to the fit's
     def before_batch(self):
         if self.training: self.learn.pct_train = self._done() / self.steps
