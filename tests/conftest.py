@@ -1,6 +1,9 @@
-import sys
+import os, sys
 from pathlib import Path
 import pytest
+
+if os.environ.get('PYTEST_XDIST_WORKER'):  # one of pytest-xdist's workers (pyproject: -n 2): a core each, and the processes it starts too;
+    os.environ['OMP_NUM_THREADS'] = os.environ['MKL_NUM_THREADS'] = '1'  # two torch processes of 2 threads on 2 cores slow each other 5-10×
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent/'shared'/'data'
@@ -17,6 +20,12 @@ def command(name):
     p = BIN/name
     if not p.exists(): pytest.fail(f"{p} missing: install the package with pip install -e .")
     return str(p)
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items):
+    "The tests of a file share its module fixtures (trained models, tiles): one xdist worker runs them all; each notebook is a test of its own"
+    for item in items:
+        if item.module.__name__ != 'test_notebooks': item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 @pytest.fixture(autouse=True, scope='session')
 def cache_home(tmp_path_factory):
