@@ -51,7 +51,8 @@ def picture(rows, arms, path):
         mine = [r for r in rows if r[0] == name]
         k = 'mIoU' if 'mIoU' in mine[0][3] else next(k for k in mine[0][3] if k != 'zero')
         for arm in arms:
-            ax.plot([r[2] / 60 for r in mine], [statistics.mean(x[k] for x in r[4][arm]) for r in mine], 'o--' if arm == 'fixed' else 'o-', label=arm)
+            done = [(r[2] / 60, statistics.mean(x[k] for x in r[4][arm] if x)) for r in mine if any(r[4][arm])]  # budgets that fitted
+            ax.plot(*zip(*done) if done else ([], []), 'o--' if arm == 'fixed' else 'o-', label=arm)
         ax.set_title(f"{name}", fontsize=9); ax.set_xlabel('budget (min)'); ax.set_ylabel(k, fontsize=8)
     axs.flat[0].legend(fontsize=8)
     fig.tight_layout(); fig.savefig(path, dpi=90)
@@ -66,11 +67,12 @@ def table(rows, arms):
     for name, b, sec, keys, res in rows:
         for k in keys:
             if k == 'zero': continue
-            d = statistics.mean(p[k] - q[k] for p, q in zip(res[last], res[first])); diffs.append(d)
-            figs = ' | '.join('{:.3f} ± {:.3f}'.format(*mean_sd([r[k] for r in res[a]])) for a in arms)
-            ep = ' / '.join('/'.join(str(r['epochs']) for r in res[a]) for a in arms)
-            wall = ' / '.join('/'.join(f"{r['wall'] / sec:.2f}" for r in res[a]) for a in arms)
-            print(f"| {name} | {b} | {k} | {figs} | {d:+.3f} | {ep} | {wall} |")
+            both = [(p[k], q[k]) for p, q in zip(res[last], res[first]) if p and q]  # None: the budget did not fit that run
+            if both: diffs.append(statistics.mean(p - q for p, q in both))
+            figs = ' | '.join('{:.3f} ± {:.3f}'.format(*mean_sd(v)) if (v := [r[k] for r in res[a] if r]) else 'too small' for a in arms)
+            ep = ' / '.join('/'.join(str(r['epochs']) if r else '—' for r in res[a]) for a in arms)
+            wall = ' / '.join('/'.join(f"{r['wall'] / sec:.2f}" if r else '—' for r in res[a]) for a in arms)
+            print(f"| {name} | {b} | {k} | {figs} | {f'{diffs[-1]:+.3f}' if both else '—'} | {ep} | {wall} |")
     if diffs: print(f"\nmean {last} − {first} over {len(diffs)} figures: {statistics.mean(diffs):+.3f}")
 
 def main(budgets=('2m',), folds=3, use=1, seed=0, only=None, work=None, picture_to=None, arms=('fixed', 'plan')):
@@ -78,6 +80,7 @@ def main(budgets=('2m',), folds=3, use=1, seed=0, only=None, work=None, picture_
     import matplotlib; matplotlib.use('Agg')
     import torch
     from unet_fastai.train.plan import parse_budget
+    from unet_fastai.core import BadInputError
     t0 = time.perf_counter()
     print(f"budget: {' vs '.join(arms)}; budgets {', '.join(budgets)}; fold(s) {list(range(use))} of {folds}; "
           f"from scratch, lr 2e-3, seed {seed}+fold, {torch.get_num_threads()} threads", flush=True)
@@ -90,7 +93,9 @@ def main(budgets=('2m',), folds=3, use=1, seed=0, only=None, work=None, picture_
                     for arm in arms:
                         with tempfile.TemporaryDirectory(dir=work) as out:
                             opts = ARMS[arm](spec, sec)
-                            r = run_fold(spec, {}, valid, seed + f, out, opts.pop('epochs'), **opts)
+                            try: r = run_fold(spec, {}, valid, seed + f, out, opts.pop('epochs'), **opts)
+                            except BadInputError as e:  # the plan says the budget is too small for one epoch on this machine
+                                print(f"  {spec.name} {b} fold {f} [{arm}] {e}", flush=True); res[arm].append(None); continue
                             plan = Path(out)/'plan.json'
                             if plan.exists(): r['predicted'], r['every'] = (json.loads(plan.read_text())[k] for k in ('predicted_s', 'checkpoint_every'))
                         res[arm].append(r)
