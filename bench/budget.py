@@ -68,11 +68,12 @@ def table(rows, arms):
         for k in keys:
             if k == 'zero': continue
             both = [(p[k], q[k]) for p, q in zip(res[last], res[first]) if p and q]  # None: the budget did not fit that run
-            if both: diffs.append(statistics.mean(p - q for p, q in both))
+            d = statistics.mean(p - q for p, q in both) if both else None
+            if both: diffs.append(d)
             figs = ' | '.join('{:.3f} ± {:.3f}'.format(*mean_sd(v)) if (v := [r[k] for r in res[a] if r]) else 'too small' for a in arms)
             ep = ' / '.join('/'.join(str(r['epochs']) if r else '—' for r in res[a]) for a in arms)
             wall = ' / '.join('/'.join(f"{r['wall'] / sec:.2f}" if r else '—' for r in res[a]) for a in arms)
-            print(f"| {name} | {b} | {k} | {figs} | {f'{diffs[-1]:+.3f}' if both else '—'} | {ep} | {wall} |")
+            print(f"| {name} | {b} | {k} | {figs} | {'—' if d is None else f'{d:+.3f}'} | {ep} | {wall} |")
     if diffs: print(f"\nmean {last} − {first} over {len(diffs)} figures: {statistics.mean(diffs):+.3f}")
 
 def main(budgets=('2m',), folds=3, use=1, seed=0, only=None, work=None, picture_to=None, arms=('fixed', 'plan')):
