@@ -12,7 +12,7 @@ an earlier one; the first run on the data takes a few seconds more to make the l
 These are from-scratch CPU runs (no ImageNet weights); the reference's 93 % accuracy is with a pretrained ResNet34 at
 full size on a GPU. `model=smp` needs the bench extra: pip install -e ".[bench]".
 
-    python bench/camvid.py [--configs default init=fastai "loss=ce class_weights=None" model=smp ...]
+    python bench/camvid.py [--configs default init=fastai "loss=ce class_weights=None" model=smp "budget=15m epochs=None" ...]
                            [--seeds 0 1 2 3 4 5] [--size 96 128] [--bs 8] [--epochs 10] [--lr 2e-3] [--curve F.png]
 """
 import argparse, contextlib, io, statistics, tempfile, time, warnings
@@ -59,7 +59,7 @@ def run(data, cfg:dict, seed:int, size, bs, epochs, lr, out):
     wall = time.perf_counter() - t
     ev, h = evaluate(learn), read_history(Path(out)/'history.csv')
     return dict(wall=wall, accuracy=ev['accuracy'], mIoU=ev['mIoU'], zero=sum(v == 0 for v in ev['iou'].values()), iou=ev['iou'],
-                curve=list(zip(clock.ends, h['mIoU'])), n_train=len(learn.dls.train_ds))
+                curve=list(zip(clock.ends, h['mIoU'])), n_train=len(learn.dls.train_ds), epochs=len(h))
 
 def spread(v): return f"{statistics.mean(v):.3f} ± {statistics.stdev(v) if len(v) > 1 else 0:.3f}"
 
@@ -87,7 +87,7 @@ def main(configs=('default',), seeds=(0,), size=(96, 128), bs=8, epochs=10, lr=2
                 r = run(data, parse_config(c), seed, size, bs, epochs, lr, out)
             results[c].append(r)
             print(f"[{c}] seed {seed}: acc {r['accuracy']:.3f}  mIoU {r['mIoU']:.3f}  classes at IoU 0: {r['zero']}  "
-                  f"wall {r['wall']:.0f} s ({r['n_train'] * epochs / r['wall']:.2f} img/s)  "
+                  f"{r['epochs']} epochs, wall {r['wall']:.0f} s ({r['n_train'] * r['epochs'] / r['wall']:.2f} img/s)  "
                   f"IoU: {', '.join(f'{k} {v:.2f}' for k, v in r['iou'].items())}", flush=True)
     print(f"\n| configuration | mIoU (mean ± sd over {len(seeds)} seeds) | accuracy | classes at 0 (mean) | wall s | "
           + ' | '.join(f'min to {l}' for l in THRESHOLDS) + ' |')
